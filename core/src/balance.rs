@@ -1,0 +1,139 @@
+//! Round-robin picking without shared writes.
+//!
+//! Every service port owns a [`Slot`], kept across snapshots while the port
+//! exists. Each thread keeps its own cursor per slot, as each Envoy worker
+//! keeps its own round-robin state: a pick writes only to memory its thread
+//! owns, so picks on many threads scale without contending on one counter.
+//! On one thread the sequence is exact: a new service port starts at its first
+//! eligible endpoint (endpoints are ordered by address) and then visits each in
+//! turn. Across threads, each thread cycles independently.
+
+use std::cell::RefCell;
+use std::sync::Mutex;
+
+/// Slot ids handed out and returned; ids are reused so per-thread tables stay
+/// as small as the number of live service ports.
+struct Pool {
+    free: Vec<u32>,
+    next: u32,
+    generation: u32,
+}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool {
+    free: Vec::new(),
+    next: 0,
+    generation: 0,
+});
+
+/// The round-robin identity of one service port. Dropping it returns the id.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    id: u32,
+    /// Distinguishes this owner of `id` from earlier ones, so a reused id
+    /// starts its sequence afresh in every thread.
+    generation: u32,
+}
+
+impl Slot {
+    pub(crate) fn new() -> Slot {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        pool.generation = pool.generation.wrapping_add(1);
+        let generation = pool.generation;
+        let id = match pool.free.pop() {
+            Some(id) => id,
+            None => {
+                pool.next += 1;
+                pool.next - 1
+            }
+        };
+        Slot { id, generation }
+    }
+
+    /// The next index in `0..len` for this thread (`len` > 0).
+    #[inline]
+    pub(crate) fn next(&self, len: usize) -> usize {
+        CURSORS.with(|cursors| {
+            let mut cursors = cursors.borrow_mut();
+            let i = self.id as usize;
+            if i >= cursors.len() {
+                cursors.resize(i + 1, Cursor::default());
+            }
+            let c = &mut cursors[i];
+            if c.generation != self.generation {
+                *c = Cursor {
+                    generation: self.generation,
+                    position: 0,
+                };
+            }
+            // The set may have shrunk since the last pick: wrap without dividing.
+            let at = if (c.position as usize) < len {
+                c.position as usize
+            } else {
+                0
+            };
+            c.position = if at + 1 < len { (at + 1) as u32 } else { 0 };
+            at
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        pool.free.push(self.id);
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct Cursor {
+    generation: u32,
+    position: u32,
+}
+
+thread_local! {
+    static CURSORS: RefCell<Vec<Cursor>> = const { RefCell::new(Vec::new()) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cycles_in_order_and_wraps_when_the_set_shrinks() {
+        let slot = Slot::new();
+        let seq: Vec<usize> = (0..7).map(|_| slot.next(3)).collect();
+        assert_eq!(seq, [0, 1, 2, 0, 1, 2, 0]);
+        // Position is 1 now; the set shrinks to one endpoint.
+        assert_eq!(slot.next(1), 0);
+        assert_eq!(slot.next(2), 1);
+        assert_eq!(slot.next(2), 0);
+    }
+
+    #[test]
+    fn a_reused_id_starts_afresh() {
+        let a = Slot::new();
+        a.next(5);
+        a.next(5);
+        // The next owner of the same id, as the pool would hand it out.
+        let b = Slot {
+            id: a.id,
+            generation: a.generation.wrapping_add(1),
+        };
+        assert_eq!(b.next(5), 0);
+        assert_eq!(b.next(5), 1);
+        // Only the pool's own owner returns the id.
+        std::mem::forget(b);
+    }
+
+    #[test]
+    fn threads_cycle_independently() {
+        let slot = std::sync::Arc::new(Slot::new());
+        assert_eq!(slot.next(4), 0);
+        let s = slot.clone();
+        let other = std::thread::spawn(move || (0..4).map(|_| s.next(4)).collect::<Vec<_>>())
+            .join()
+            .unwrap();
+        assert_eq!(other, [0, 1, 2, 3]);
+        assert_eq!(slot.next(4), 1);
+    }
+}

@@ -1,0 +1,158 @@
+//! Errors: one type for what goes in ([`Error`]), one for what a pick can
+//! answer instead of an endpoint ([`PickError`]).
+
+use std::fmt;
+
+/// Why an apply, delete or configuration was refused.
+///
+/// Whenever an `Error` is returned from a [`crate::Mesh`] call, the mesh kept
+/// its previous state: nothing was half-applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The bytes are not JSON or YAML.
+    Syntax {
+        /// 1-based index of the document in a multi-document input.
+        document: usize,
+        /// What the parser said, with its line and column.
+        message: String,
+    },
+    /// An object the API server would reject, or one pobox cannot use.
+    Invalid {
+        /// The object, as `Kind namespace/name` (or as much of it as is known).
+        object: String,
+        /// The field path, as `spec.ports[1].port`; empty for the whole object.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The object is valid on its own but clashes with another one, e.g. two
+    /// Services claiming one cluster IP.
+    Conflict {
+        /// The object that was refused.
+        object: String,
+        /// Its field that clashes.
+        field: String,
+        /// What it clashes with.
+        message: String,
+    },
+    /// The mesh configuration (node, zone, node IPs, cluster domain) is invalid.
+    Config(String),
+}
+
+impl Error {
+    pub(crate) fn invalid(
+        object: impl Into<String>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Error::Invalid {
+            object: object.into(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Syntax { document, message } => {
+                write!(f, "document {document}: {message}")
+            }
+            Error::Invalid {
+                object,
+                field,
+                message,
+            }
+            | Error::Conflict {
+                object,
+                field,
+                message,
+            } => {
+                if field.is_empty() {
+                    write!(f, "{object}: {message}")
+                } else {
+                    write!(f, "{object}: {field}: {message}")
+                }
+            }
+            Error::Config(message) => write!(f, "configuration: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Why a destination did not resolve to an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PickError {
+    /// The destination string is not `IP:PORT`, `[IPv6]:PORT` or a Service name.
+    BadDestination {
+        /// The destination as given.
+        destination: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No Service owns this address, name or port.
+    NoService {
+        /// The destination as given.
+        destination: String,
+    },
+    /// The Service exists but has no such port (or the port was omitted and the
+    /// Service has several).
+    NoPort {
+        /// `namespace/name`.
+        service: String,
+        /// What was asked for and what exists.
+        reason: String,
+    },
+    /// The Service is `ExternalName`: it has no endpoints, only a DNS alias.
+    ExternalName {
+        /// `namespace/name`.
+        service: String,
+        /// The `spec.externalName` it aliases.
+        target: String,
+    },
+    /// The Service port exists but has no eligible endpoint: kube-proxy would
+    /// reject the connection.
+    NoEndpoints {
+        /// `namespace/name`.
+        service: String,
+        /// The port's name, or its number when unnamed, and protocol.
+        port: String,
+    },
+}
+
+impl PickError {
+    /// Whether the destination itself did not match (as opposed to matching a
+    /// Service that has nowhere to send traffic).
+    pub fn is_no_match(&self) -> bool {
+        matches!(self, PickError::NoService { .. } | PickError::NoPort { .. })
+    }
+}
+
+impl fmt::Display for PickError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PickError::BadDestination {
+                destination,
+                reason,
+            } => write!(f, "bad destination {destination:?}: {reason}"),
+            PickError::NoService { destination } => {
+                write!(f, "no Service matches {destination}")
+            }
+            PickError::NoPort { service, reason } => write!(f, "Service {service}: {reason}"),
+            PickError::ExternalName { service, target } => write!(
+                f,
+                "Service {service} is ExternalName (an alias for {target}): it has no endpoints"
+            ),
+            PickError::NoEndpoints { service, port } => write!(
+                f,
+                "Service {service} port {port} has no eligible endpoint (kube-proxy would reject the connection)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PickError {}

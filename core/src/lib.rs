@@ -1,0 +1,62 @@
+//! # pobox
+//!
+//! kube-proxy's decisions inside any process: load the Kubernetes Services and
+//! EndpointSlices you already have, and ask which endpoints a Service address
+//! or name can reach from this node, and which one a connection goes to.
+//!
+//! ```
+//! use pobox::{Client, Destination, Mesh, MeshConfig};
+//!
+//! let mesh = Mesh::new(MeshConfig::new().node("node-a")).unwrap();
+//! mesh.apply(include_bytes!("../../examples/k8s/demo.yaml")).unwrap();
+//!
+//! let dest: Destination = "web.default:http".parse().unwrap();
+//! let pick = mesh.pick(&dest, &Client::new()).unwrap();
+//! println!("connect to {} (snapshot {})", pick.addr, pick.version);
+//! ```
+//!
+//! ## How it decides
+//!
+//! * Objects are validated as the API server would validate them; an apply is
+//!   all or nothing ([`Mesh::apply`], [`Mesh::update`]).
+//! * EndpointSlices are merged per service port as kube-proxy's
+//!   `endpointslicecache.go` merges them, and filtered by kube-proxy's
+//!   eligibility ladder (`CategorizeEndpoints`): traffic policy, topology
+//!   hints, ready endpoints first and serving-terminating ones only when none
+//!   is ready.
+//! * Each update builds a new immutable [`Snapshot`] for the Services it
+//!   touches and publishes it atomically; picks load the current one without
+//!   locking.
+//! * Destinations are cluster IPs, node ports on the configured node IPs,
+//!   load-balancer and external IPs, or Service names ([`Destination`]).
+//!
+//! The crate has no I/O and builds for `wasm32-unknown-unknown`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod balance;
+mod config;
+mod dest;
+mod error;
+mod hash;
+mod k8s;
+mod mesh;
+mod model;
+mod parse;
+mod select;
+mod shard;
+mod snapshot;
+mod validate;
+
+pub use config::{MeshConfig, DEFAULT_CLUSTER_DOMAIN};
+pub use dest::{Client, Destination, PortRef};
+pub use error::{Error, PickError};
+pub use mesh::{ApplyReport, Mesh, Pick};
+pub use model::{
+    EndpointSlice, IpFamily, Kind, Object, Protocol, Service, ServiceKey, ServicePort, ServiceType,
+    SessionAffinity, SliceEndpoint, SlicePort, TargetPort, TrafficPolicy, Update,
+};
+pub use parse::{parse, Parsed};
+pub use snapshot::{Endpoint, PortEntry, Resolved, ServiceEntry, Snapshot, Traffic};
+pub use validate::{DEFAULT_NAMESPACE, LABEL_SERVICE_NAME};

@@ -1,0 +1,407 @@
+//! The [`Mesh`] handle: desired state in, snapshots out.
+//!
+//! Writers are serialized by a mutex and never block readers: an update is
+//! staged, checked, built into the next [`Snapshot`] and only then committed
+//! and published with one `ArcSwap::store`. Any error before that point
+//! leaves the store and the published snapshot exactly as they were.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwap;
+
+use crate::balance::Slot;
+use crate::config::MeshConfig;
+use crate::dest::{Client, Destination};
+use crate::error::{Error, PickError};
+use crate::model::{EndpointSlice, Kind, Object, Protocol, Service, ServiceKey, Update};
+use crate::parse;
+use crate::snapshot::{build_service, ServiceEntry, Snapshot};
+
+/// The result of an apply or delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ApplyReport {
+    /// The version now published.
+    pub version: u64,
+    /// Whether anything changed (and so a new version was published).
+    pub changed: bool,
+    /// Objects skipped, one line each (other kinds, FQDN slices, ...).
+    pub warnings: Vec<String>,
+}
+
+/// A picked endpoint, by value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pick {
+    /// Where to connect.
+    pub addr: SocketAddr,
+    /// The snapshot version the pick was made from.
+    pub version: u64,
+}
+
+type SliceKey = (Arc<str>, Arc<str>);
+type PortSlots = Vec<((Arc<str>, Protocol), Arc<Slot>)>;
+
+/// Desired state: every object applied and not deleted.
+#[derive(Default)]
+struct Store {
+    services: HashMap<ServiceKey, Arc<Service>>,
+    slices: HashMap<SliceKey, Arc<EndpointSlice>>,
+    /// Slices by the Service their label names, by slice name. A slice whose
+    /// Service does not exist (yet) waits here.
+    by_service: HashMap<ServiceKey, BTreeMap<Arc<str>, Arc<EndpointSlice>>>,
+    /// Round-robin slots of live service ports, kept across rebuilds.
+    slots: HashMap<ServiceKey, PortSlots>,
+}
+
+struct Shared {
+    config: Arc<MeshConfig>,
+    current: ArcSwap<Snapshot>,
+    store: Mutex<Store>,
+}
+
+/// A mesh: the Kubernetes objects applied so far, and the snapshot built from
+/// them for this node.
+///
+/// `Mesh` is `Send + Sync` and cheap to clone (clones share state). Picks
+/// never block and never see half an update; updates are all or nothing.
+///
+/// ```
+/// use pobox::{Client, Destination, Mesh, MeshConfig};
+///
+/// let mesh = Mesh::new(MeshConfig::new()).unwrap();
+/// mesh.apply(br#"
+/// apiVersion: v1
+/// kind: Service
+/// metadata: {name: web, namespace: default}
+/// spec:
+///   clusterIP: 10.96.0.10
+///   ports: [{name: http, port: 80, targetPort: 8080}]
+/// ---
+/// apiVersion: discovery.k8s.io/v1
+/// kind: EndpointSlice
+/// metadata:
+///   name: web-1
+///   namespace: default
+///   labels: {kubernetes.io/service-name: web}
+/// addressType: IPv4
+/// ports: [{name: http, port: 8080, protocol: TCP}]
+/// endpoints:
+/// - addresses: [10.1.0.1]
+/// - addresses: [10.1.0.2]
+/// "#).unwrap();
+///
+/// let dest: Destination = "10.96.0.10:80".parse().unwrap();
+/// let first = mesh.pick(&dest, &Client::new()).unwrap();
+/// let second = mesh.pick(&dest, &Client::new()).unwrap();
+/// assert_eq!(first.addr.to_string(), "10.1.0.1:8080");
+/// assert_eq!(second.addr.to_string(), "10.1.0.2:8080");
+/// ```
+#[derive(Clone)]
+pub struct Mesh {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mesh")
+            .field("config", &self.shared.config)
+            .field("snapshot", &*self.shared.current.load())
+            .finish()
+    }
+}
+
+impl Mesh {
+    /// An empty mesh for the given node.
+    pub fn new(config: MeshConfig) -> Result<Mesh, Error> {
+        let config = Arc::new(config.validated()?);
+        Ok(Mesh {
+            shared: Arc::new(Shared {
+                current: ArcSwap::from_pointee(Snapshot::empty(config.clone())),
+                config,
+                store: Mutex::new(Store::default()),
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MeshConfig {
+        &self.shared.config
+    }
+
+    /// Applies JSON or YAML: one object, a `List`, or multi-document YAML.
+    /// All or nothing.
+    pub fn apply(&self, input: &[u8]) -> Result<ApplyReport, Error> {
+        let parsed = parse::parse(input)?;
+        let mut report = self.update(parsed.objects.into_iter().map(Update::Apply))?;
+        report.warnings.splice(0..0, parsed.warnings);
+        Ok(report)
+    }
+
+    /// Replaces everything with exactly the objects in `input`. All or nothing.
+    pub fn replace(&self, input: &[u8]) -> Result<ApplyReport, Error> {
+        let parsed = parse::parse(input)?;
+        let mut report = self.update([Update::Reset(parsed.objects)])?;
+        report.warnings.splice(0..0, parsed.warnings);
+        Ok(report)
+    }
+
+    /// Deletes one object; deleting one that is not there changes nothing.
+    pub fn delete(&self, kind: Kind, namespace: &str, name: &str) -> Result<ApplyReport, Error> {
+        self.update([Update::Delete {
+            kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }])
+    }
+
+    /// Applies a batch of updates, all or nothing. Later updates in the batch
+    /// win over earlier ones for the same object. A batch that changes
+    /// nothing publishes nothing.
+    pub fn update(&self, updates: impl IntoIterator<Item = Update>) -> Result<ApplyReport, Error> {
+        let mut store = self.lock();
+        let mut txn = Txn::default();
+        for update in updates {
+            txn.stage(&store, update);
+        }
+        txn.drop_no_ops(&store);
+        let mut warnings = Vec::new();
+        for slice in txn.slices.values().flatten() {
+            if slice.service().is_none() {
+                warnings.push(format!(
+                    "EndpointSlice {}/{}: no kubernetes.io/service-name label; it serves no Service",
+                    slice.namespace(),
+                    slice.name()
+                ));
+            }
+        }
+        let current = self.shared.current.load_full();
+        if txn.is_empty() {
+            return Ok(ApplyReport {
+                version: current.version(),
+                changed: false,
+                warnings,
+            });
+        }
+
+        let (changes, slots) = txn.build(&store, &self.shared.config);
+        let next = current.with_services(changes)?;
+        txn.commit(&mut store, slots);
+        let version = next.version();
+        self.shared.current.store(Arc::new(next));
+        Ok(ApplyReport {
+            version,
+            changed: true,
+            warnings,
+        })
+    }
+
+    /// The current snapshot. Hold it as long as needed; it never changes.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.current.load_full()
+    }
+
+    /// The current snapshot version.
+    pub fn version(&self) -> u64 {
+        self.shared.current.load().version()
+    }
+
+    /// Resolves `dest` and picks an eligible endpoint from the current snapshot.
+    #[inline]
+    pub fn pick(&self, dest: &Destination, client: &Client<'_>) -> Result<Pick, PickError> {
+        let snapshot = self.shared.current.load();
+        let endpoint = snapshot.pick(dest, client)?;
+        Ok(Pick {
+            addr: endpoint.addr(),
+            version: snapshot.version(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        // A panic while holding the lock happens before commit (commit cannot
+        // panic), so the store is still consistent.
+        self.shared.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+// === Txn ===
+
+/// Staged changes: `None` removes.
+#[derive(Default)]
+struct Txn {
+    services: HashMap<ServiceKey, Option<Arc<Service>>>,
+    slices: HashMap<SliceKey, Option<Arc<EndpointSlice>>>,
+}
+
+impl Txn {
+    fn stage(&mut self, store: &Store, update: Update) {
+        match update {
+            Update::Apply(Object::Service(s)) => {
+                self.services.insert(s.key().clone(), Some(s));
+            }
+            Update::Apply(Object::EndpointSlice(e)) => {
+                self.slices
+                    .insert((e.namespace.clone(), e.name.clone()), Some(e));
+            }
+            Update::Delete {
+                kind: Kind::Service,
+                namespace,
+                name,
+            } => {
+                self.services
+                    .insert(ServiceKey::new(&namespace, &name), None);
+            }
+            Update::Delete {
+                kind: Kind::EndpointSlice,
+                namespace,
+                name,
+            } => {
+                self.slices.insert((namespace.into(), name.into()), None);
+            }
+            Update::Reset(objects) => {
+                for key in store.services.keys() {
+                    self.services.insert(key.clone(), None);
+                }
+                for key in store.slices.keys() {
+                    self.slices.insert(key.clone(), None);
+                }
+                for v in self.services.values_mut() {
+                    *v = None;
+                }
+                for v in self.slices.values_mut() {
+                    *v = None;
+                }
+                for object in objects {
+                    self.stage(store, Update::Apply(object));
+                }
+            }
+        }
+    }
+
+    fn drop_no_ops(&mut self, store: &Store) {
+        self.services
+            .retain(|k, new| store.services.get(k) != new.as_ref());
+        self.slices
+            .retain(|k, new| store.slices.get(k) != new.as_ref());
+    }
+
+    fn is_empty(&self) -> bool {
+        self.services.is_empty() && self.slices.is_empty()
+    }
+
+    /// The Services whose entries must be rebuilt.
+    fn affected(&self, store: &Store) -> BTreeSet<ServiceKey> {
+        let mut keys: BTreeSet<ServiceKey> = self.services.keys().cloned().collect();
+        for (k, new) in &self.slices {
+            let old = store.slices.get(k);
+            for slice in [old, new.as_ref()].into_iter().flatten() {
+                if let Some(key) = slice.service_key() {
+                    keys.insert(key);
+                }
+            }
+        }
+        keys
+    }
+
+    /// The new entry of every affected Service, and the slots its ports use.
+    #[allow(clippy::type_complexity)]
+    fn build(
+        &self,
+        store: &Store,
+        config: &MeshConfig,
+    ) -> (
+        Vec<(ServiceKey, Option<ServiceEntry>)>,
+        Vec<(ServiceKey, PortSlots)>,
+    ) {
+        let mut changes = Vec::new();
+        let mut all_slots = Vec::new();
+        for key in self.affected(store) {
+            let service = match self.services.get(&key) {
+                Some(staged) => staged.clone(),
+                None => store.services.get(&key).cloned(),
+            };
+            let Some(service) = service else {
+                changes.push((key.clone(), None));
+                all_slots.push((key, Vec::new()));
+                continue;
+            };
+            let slices = self.slices_of(store, &key);
+            let old_slots = store.slots.get(&key);
+            let mut slots: PortSlots = Vec::new();
+            let mut slot_for = |p: &crate::model::ServicePort| {
+                let id = (p.name.clone(), p.protocol());
+                let slot = old_slots
+                    .and_then(|v| v.iter().find(|(k, _)| *k == id))
+                    .map(|(_, s)| s.clone())
+                    .unwrap_or_else(|| Arc::new(Slot::new()));
+                slots.push((id, slot.clone()));
+                slot
+            };
+            let entry = build_service(
+                &service,
+                slices.values().map(|s| &**s),
+                &mut slot_for,
+                config,
+            );
+            changes.push((key.clone(), Some(entry)));
+            all_slots.push((key, slots));
+        }
+        (changes, all_slots)
+    }
+
+    /// The slices of a Service once this transaction is committed, by name.
+    fn slices_of(&self, store: &Store, key: &ServiceKey) -> BTreeMap<Arc<str>, Arc<EndpointSlice>> {
+        let mut slices = store.by_service.get(key).cloned().unwrap_or_default();
+        for ((ns, name), staged) in &self.slices {
+            if **ns != *key.namespace() {
+                continue;
+            }
+            slices.remove(name);
+            if let Some(slice) = staged {
+                if slice.service() == Some(key.name()) {
+                    slices.insert(name.clone(), slice.clone());
+                }
+            }
+        }
+        slices
+    }
+
+    fn commit(self, store: &mut Store, slots: Vec<(ServiceKey, PortSlots)>) {
+        for (key, new) in self.services {
+            match new {
+                Some(s) => store.services.insert(key, s),
+                None => store.services.remove(&key),
+            };
+        }
+        for (key, new) in self.slices {
+            if let Some(old) = store.slices.remove(&key) {
+                if let Some(owner) = old.service_key() {
+                    if let Some(by_name) = store.by_service.get_mut(&owner) {
+                        by_name.remove(&key.1);
+                        if by_name.is_empty() {
+                            store.by_service.remove(&owner);
+                        }
+                    }
+                }
+            }
+            if let Some(slice) = new {
+                if let Some(owner) = slice.service_key() {
+                    store
+                        .by_service
+                        .entry(owner)
+                        .or_default()
+                        .insert(key.1.clone(), slice.clone());
+                }
+                store.slices.insert(key, slice);
+            }
+        }
+        for (key, port_slots) in slots {
+            if port_slots.is_empty() {
+                store.slots.remove(&key);
+            } else {
+                store.slots.insert(key, port_slots);
+            }
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! A copy-on-write hash map split into shards, so that a new snapshot shares
+//! every shard an update did not touch with the previous one.
+//!
+//! Publishing a change to one Service copies the shard array (256 pointers)
+//! and the one or two shards that hold its keys (a few dozen entries each at
+//! 10,000 Services), instead of the whole index.
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
+
+use crate::hash::FoldBuild;
+
+const SHARDS: usize = 256;
+
+type Shard<K, V> = HashMap<K, V, FoldBuild>;
+
+/// See the module documentation.
+pub(crate) struct ShardedMap<K, V> {
+    shards: Box<[Arc<Shard<K, V>>]>,
+    len: usize,
+}
+
+impl<K, V> Clone for ShardedMap<K, V> {
+    fn clone(&self) -> Self {
+        ShardedMap {
+            shards: self.shards.clone(),
+            len: self.len,
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> Default for ShardedMap<K, V> {
+    fn default() -> Self {
+        let empty = Arc::new(Shard::default());
+        ShardedMap {
+            shards: (0..SHARDS).map(|_| empty.clone()).collect(),
+            len: 0,
+        }
+    }
+}
+
+/// Bits 24..32 pick the shard: hashbrown takes bucket bits from the bottom and
+/// tag bits from the top, so keys in one shard still differ in both.
+#[inline(always)]
+fn shard_of<Q: Hash + ?Sized>(key: &Q) -> usize {
+    (FoldBuild::default().hash_one(key) >> 24) as usize & (SHARDS - 1)
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
+    /// Looks a key up.
+    #[inline]
+    pub(crate) fn get<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.shards[shard_of(key)].get(key)
+    }
+
+    /// Inserts, copying the shard first if a snapshot still shares it.
+    pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
+        let shard = Arc::make_mut(&mut self.shards[shard_of(&key)]);
+        let old = shard.insert(key, value);
+        if old.is_none() {
+            self.len += 1;
+        }
+        old
+    }
+
+    /// Removes, copying the shard first if a snapshot still shares it.
+    pub(crate) fn remove<Q>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let i = shard_of(key);
+        if !self.shards[i].contains_key(key) {
+            return None;
+        }
+        let old = Arc::make_mut(&mut self.shards[i]).remove(key);
+        if old.is_some() {
+            self.len -= 1;
+        }
+        old
+    }
+
+    /// The number of entries.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Every entry, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.shards.iter().flat_map(|s| s.iter())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_on_write_leaves_the_original_alone() {
+        let mut a: ShardedMap<u32, u32> = ShardedMap::default();
+        for i in 0..1000 {
+            a.insert(i, i);
+        }
+        let mut b = a.clone();
+        b.insert(5, 50);
+        b.remove(&6);
+        b.insert(2000, 1);
+        assert_eq!(a.get(&5), Some(&5));
+        assert_eq!(a.get(&6), Some(&6));
+        assert_eq!(a.get(&2000), None);
+        assert_eq!(a.len(), 1000);
+        assert_eq!(b.get(&5), Some(&50));
+        assert_eq!(b.get(&6), None);
+        assert_eq!(b.len(), 1000);
+        assert_eq!(b.iter().count(), 1000);
+        // Untouched shards are shared, not copied.
+        let shared = a
+            .shards
+            .iter()
+            .zip(b.shards.iter())
+            .filter(|(x, y)| Arc::ptr_eq(x, y))
+            .count();
+        assert!(shared >= SHARDS - 3, "shared {shared}");
+    }
+}

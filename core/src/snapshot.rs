@@ -1,0 +1,738 @@
+//! The immutable, versioned view every pick reads: per-service-port endpoint
+//! sets already filtered for this node, and the indexes that find them.
+
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use crate::balance::Slot;
+use crate::config::MeshConfig;
+use crate::dest::{Client, Destination, PortRef};
+use crate::error::{Error, PickError};
+use crate::model::{
+    EndpointMeta, EndpointSlice, IpFamily, Protocol, Service, ServiceKey, ServicePort,
+};
+use crate::select::{self, Candidate, Locality};
+use crate::shard::ShardedMap;
+
+// === Endpoint ===
+
+const READY: u8 = 1;
+const SERVING: u8 = 2;
+const TERMINATING: u8 = 4;
+const LOCAL: u8 = 8;
+
+/// One backend of a service port, as the snapshot holds it: its address, its
+/// conditions (after `publishNotReadyAddresses`), and where it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    ip: IpAddr,
+    port: u16,
+    flags: u8,
+    meta: Option<Arc<EndpointMeta>>,
+}
+
+impl Endpoint {
+    /// The address to connect to.
+    #[inline]
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port)
+    }
+    /// The IP address.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+    /// The port (from the EndpointSlice).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+    /// Ready (or the Service publishes not-ready addresses).
+    pub fn is_ready(&self) -> bool {
+        self.flags & READY != 0
+    }
+    /// Serving.
+    pub fn is_serving(&self) -> bool {
+        self.flags & SERVING != 0
+    }
+    /// Terminating.
+    pub fn is_terminating(&self) -> bool {
+        self.flags & TERMINATING != 0
+    }
+    /// On this node (the mesh's configured node).
+    pub fn is_local(&self) -> bool {
+        self.flags & LOCAL != 0
+    }
+    /// `nodeName`.
+    pub fn node(&self) -> Option<&str> {
+        self.meta.as_ref().and_then(|m| m.node.as_deref())
+    }
+    /// `zone`.
+    pub fn zone(&self) -> Option<&str> {
+        self.meta.as_ref().and_then(|m| m.zone.as_deref())
+    }
+    /// `hostname`.
+    pub fn hostname(&self) -> Option<&str> {
+        self.meta.as_ref().and_then(|m| m.hostname.as_deref())
+    }
+}
+
+// === PortEntry ===
+
+/// How a destination was addressed, which decides the traffic policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Traffic {
+    /// By cluster IP or by name: `internalTrafficPolicy` applies.
+    Internal,
+    /// By node port, load-balancer IP or external IP: `externalTrafficPolicy` applies.
+    External,
+}
+
+impl Traffic {
+    /// `internal` or `external`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Traffic::Internal => "internal",
+            Traffic::External => "external",
+        }
+    }
+}
+
+fn set_index(traffic: Traffic, family: IpFamily) -> usize {
+    (traffic as usize) * 2 + family.index()
+}
+
+/// One port of one Service with its endpoints and eligible sets.
+#[derive(Debug)]
+pub struct PortEntry {
+    service: ServiceKey,
+    spec: ServicePort,
+    slot: Arc<Slot>,
+    /// Every endpoint (merged across slices), IPv4 then IPv6, by address.
+    endpoints: Box<[Endpoint]>,
+    /// Indices into `endpoints`, by `set_index(traffic, family)`.
+    sets: [Box<[u32]>; 4],
+}
+
+impl PortEntry {
+    /// The Service this port belongs to.
+    pub fn service(&self) -> &ServiceKey {
+        &self.service
+    }
+    /// The port as the Service declares it.
+    pub fn spec(&self) -> &ServicePort {
+        &self.spec
+    }
+    /// Every known endpoint of this port, eligible or not (what `--all` shows).
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+    /// The endpoints eligible for `traffic` of `family` on this node.
+    pub fn eligible(&self, traffic: Traffic, family: IpFamily) -> impl Iterator<Item = &Endpoint> {
+        self.sets[set_index(traffic, family)]
+            .iter()
+            .map(|&i| &self.endpoints[i as usize])
+    }
+
+    /// `name/PROTO`, or `port/PROTO` for an unnamed port.
+    pub fn label(&self) -> String {
+        if self.spec.name().is_empty() {
+            format!("{}/{}", self.spec.port(), self.spec.protocol())
+        } else {
+            format!("{}/{}", self.spec.name(), self.spec.protocol())
+        }
+    }
+
+    #[inline]
+    fn pick(&self, set: usize) -> Option<&Endpoint> {
+        let set = &self.sets[set];
+        if set.is_empty() {
+            return None;
+        }
+        let i = self.slot.next(set.len());
+        Some(&self.endpoints[set[i] as usize])
+    }
+}
+
+// === ServiceEntry ===
+
+/// A Service as the snapshot holds it.
+#[derive(Debug)]
+pub struct ServiceEntry {
+    service: Arc<Service>,
+    ports: Box<[Arc<PortEntry>]>,
+    /// The family a by-name destination resolves in.
+    family: IpFamily,
+}
+
+impl ServiceEntry {
+    /// The validated Service.
+    pub fn service(&self) -> &Service {
+        &self.service
+    }
+    /// Its ports, in declaration order.
+    pub fn ports(&self) -> &[Arc<PortEntry>] {
+        &self.ports
+    }
+    /// The IP family a by-name destination resolves in: the primary family
+    /// (`ipFamilies[0]`, or that of the first cluster IP), else the family of
+    /// its endpoints (IPv4 first).
+    pub fn family(&self) -> IpFamily {
+        self.family
+    }
+}
+
+// === Frontend ===
+
+/// A virtual address traffic can be sent to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Frontend {
+    ip: IpAddr,
+    port: u16,
+    protocol: Protocol,
+}
+
+impl Hash for Frontend {
+    #[inline]
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        let tail = ((self.port as u64) << 8) | self.protocol as u64;
+        match self.ip {
+            IpAddr::V4(v4) => h.write_u64(((u32::from(v4) as u64) << 24) | tail),
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6);
+                h.write_u64(bits as u64);
+                h.write_u64((bits >> 64) as u64 ^ (tail << 40) ^ 1);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct FrontendEntry {
+    port: Arc<PortEntry>,
+    set: u8,
+}
+
+/// Which field of a Service created a frontend, for conflict messages.
+enum Origin {
+    ClusterIp(usize),
+    NodePort(usize),
+    LoadBalancer(usize),
+    ExternalIp(usize),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::ClusterIp(i) => write!(f, "spec.clusterIPs[{i}]"),
+            Origin::NodePort(i) => write!(f, "spec.ports[{i}].nodePort"),
+            Origin::LoadBalancer(i) => write!(f, "status.loadBalancer.ingress[{i}].ip"),
+            Origin::ExternalIp(i) => write!(f, "spec.externalIPs[{i}]"),
+        }
+    }
+}
+
+fn frontends_of(
+    entry: &ServiceEntry,
+    node_ips: &[IpAddr],
+) -> Vec<(Frontend, FrontendEntry, Origin)> {
+    let svc = &entry.service;
+    let mut out = Vec::new();
+    for (j, port) in entry.ports.iter().enumerate() {
+        let spec = &port.spec;
+        let mut add = |ip: IpAddr, number: u16, traffic: Traffic, origin: Origin| {
+            out.push((
+                Frontend {
+                    ip,
+                    port: number,
+                    protocol: spec.protocol(),
+                },
+                FrontendEntry {
+                    port: port.clone(),
+                    set: set_index(traffic, IpFamily::of(ip)) as u8,
+                },
+                origin,
+            ))
+        };
+        for (i, &ip) in svc.cluster_ips().iter().enumerate() {
+            add(ip, spec.port(), Traffic::Internal, Origin::ClusterIp(i));
+        }
+        if let Some(node_port) = spec.node_port() {
+            for &ip in node_ips {
+                add(ip, node_port, Traffic::External, Origin::NodePort(j));
+            }
+        }
+        for (i, &ip) in svc.load_balancer_ips().iter().enumerate() {
+            add(ip, spec.port(), Traffic::External, Origin::LoadBalancer(i));
+        }
+        for (i, &ip) in svc.external_ips().iter().enumerate() {
+            add(ip, spec.port(), Traffic::External, Origin::ExternalIp(i));
+        }
+    }
+    out
+}
+
+// === build ===
+
+/// Builds a Service's entry from the Service and its slices (ordered by slice
+/// name), merging slices as kube-proxy's `endpointslicecache.go` does.
+pub(crate) fn build_service<'a>(
+    service: &Arc<Service>,
+    slices: impl Iterator<Item = &'a EndpointSlice> + Clone,
+    slot_for: &mut dyn FnMut(&ServicePort) -> Arc<Slot>,
+    config: &MeshConfig,
+) -> ServiceEntry {
+    let at = Locality {
+        node: config.node_name().unwrap_or(""),
+        zone: config.zone_name().unwrap_or(""),
+    };
+    let mut ports = Vec::with_capacity(service.ports().len());
+    let mut families_seen = [false; 2];
+    for spec in service.ports() {
+        let entry = build_port(service, spec, slices.clone(), slot_for(spec), at);
+        for e in entry.endpoints.iter() {
+            families_seen[IpFamily::of(e.ip).index()] = true;
+        }
+        ports.push(Arc::new(entry));
+    }
+    let family = match service.ip_families().first() {
+        Some(&f) => f,
+        None if !families_seen[0] && families_seen[1] => IpFamily::V6,
+        None => IpFamily::V4,
+    };
+    ServiceEntry {
+        service: service.clone(),
+        ports: ports.into_boxed_slice(),
+        family,
+    }
+}
+
+struct Merged<'a> {
+    endpoint: Endpoint,
+    zone_hints: &'a [Arc<str>],
+    node_hints: &'a [Arc<str>],
+}
+
+fn build_port<'a>(
+    service: &Service,
+    spec: &ServicePort,
+    slices: impl Iterator<Item = &'a EndpointSlice>,
+    slot: Arc<Slot>,
+    at: Locality<'_>,
+) -> PortEntry {
+    // Keyed by address, so the result is ordered IPv4 then IPv6, by address.
+    let mut merged: BTreeMap<(IpAddr, u16), Merged<'a>> = BTreeMap::new();
+    for slice in slices {
+        for sp in slice.ports() {
+            // kube-proxy ignores ports without a number ("all ports").
+            let (true, true, Some(number)) = (
+                sp.name() == spec.name(),
+                sp.protocol() == spec.protocol(),
+                sp.port(),
+            ) else {
+                continue;
+            };
+            for ep in slice.endpoints() {
+                let local = !at.node.is_empty() && ep.node_name() == Some(at.node);
+                let mut flags = 0;
+                if ep.ready() || service.publish_not_ready_addresses() {
+                    flags |= READY;
+                }
+                if ep.serving() {
+                    flags |= SERVING;
+                }
+                if ep.terminating() {
+                    flags |= TERMINATING;
+                }
+                if local {
+                    flags |= LOCAL;
+                }
+                let candidate = Merged {
+                    endpoint: Endpoint {
+                        ip: ep.address(),
+                        port: number,
+                        flags,
+                        meta: ep.meta.clone(),
+                    },
+                    zone_hints: ep.zone_hints(),
+                    node_hints: ep.node_hints(),
+                };
+                match merged.entry((ep.address(), number)) {
+                    Entry::Vacant(v) => {
+                        v.insert(candidate);
+                    }
+                    Entry::Occupied(mut o) => {
+                        // The same ip:port in several slices: a non-terminating copy
+                        // wins over a terminating one, then a local copy (as kube-proxy
+                        // prefers); otherwise the first slice by name keeps it.
+                        let rank =
+                            |m: &Merged<'_>| (!m.endpoint.is_terminating(), m.endpoint.is_local());
+                        if rank(&candidate) > rank(o.get()) {
+                            o.insert(candidate);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    let merged: Vec<Merged<'a>> = merged.into_values().collect();
+    let split = merged.partition_point(|m| m.endpoint.ip.is_ipv4());
+    let mut sets: [Box<[u32]>; 4] = Default::default();
+    for (family, range) in [
+        (IpFamily::V4, 0..split),
+        (IpFamily::V6, split..merged.len()),
+    ] {
+        let candidates: Vec<Candidate<'_>> = merged[range.clone()]
+            .iter()
+            .map(|m| Candidate {
+                ready: m.endpoint.is_ready(),
+                serving: m.endpoint.is_serving(),
+                terminating: m.endpoint.is_terminating(),
+                local: m.endpoint.is_local(),
+                zone_hints: m.zone_hints,
+                node_hints: m.node_hints,
+            })
+            .collect();
+        let offset = range.start as u32;
+        let shift = |v: Vec<u32>| -> Box<[u32]> { v.into_iter().map(|i| i + offset).collect() };
+        sets[set_index(Traffic::Internal, family)] = shift(select::eligible(
+            &candidates,
+            service.internal_traffic_policy(),
+            at,
+        ));
+        if service.is_externally_accessible() {
+            sets[set_index(Traffic::External, family)] = shift(select::eligible(
+                &candidates,
+                service.external_traffic_policy(),
+                at,
+            ));
+        }
+    }
+    PortEntry {
+        service: service.key().clone(),
+        spec: spec.clone(),
+        slot,
+        endpoints: merged.into_iter().map(|m| m.endpoint).collect(),
+        sets,
+    }
+}
+
+// === Snapshot ===
+
+/// An immutable view of the mesh at one version. Cheap to hold; never changes.
+pub struct Snapshot {
+    version: u64,
+    config: Arc<MeshConfig>,
+    /// `by_name`: every Service by `namespace/name`.
+    services: ShardedMap<ServiceKey, Arc<ServiceEntry>>,
+    /// `by_frontend`: (IP, port, protocol) of every cluster IP, node port,
+    /// load-balancer IP and external IP. One owner per frontend: a second
+    /// Service claiming one is refused at apply time.
+    frontends: ShardedMap<Frontend, FrontendEntry>,
+}
+
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("version", &self.version)
+            .field("services", &self.services.len())
+            .field("frontends", &self.frontends.len())
+            .finish()
+    }
+}
+
+/// A destination resolved to a service port, with the traffic kind and
+/// family that select its eligible set.
+#[derive(Debug, Clone, Copy)]
+pub struct Resolved<'s> {
+    /// The Service.
+    pub service: &'s ServiceEntry,
+    /// The port.
+    pub port: &'s PortEntry,
+    /// How it was addressed.
+    pub traffic: Traffic,
+    /// The IP family of the eligible set.
+    pub family: IpFamily,
+}
+
+impl<'s> Resolved<'s> {
+    /// The eligible endpoints, in address order.
+    pub fn eligible(&self) -> impl Iterator<Item = &'s Endpoint> {
+        self.port.eligible(self.traffic, self.family)
+    }
+
+    /// Picks one eligible endpoint (round robin), or says why there is none.
+    #[inline]
+    pub fn pick(&self) -> Result<&'s Endpoint, PickError> {
+        self.port
+            .pick(set_index(self.traffic, self.family))
+            .ok_or_else(|| PickError::NoEndpoints {
+                service: self.port.service.to_string(),
+                port: self.port.label(),
+            })
+    }
+}
+
+impl Snapshot {
+    pub(crate) fn empty(config: Arc<MeshConfig>) -> Snapshot {
+        Snapshot {
+            version: 0,
+            config,
+            services: ShardedMap::default(),
+            frontends: ShardedMap::default(),
+        }
+    }
+
+    /// The version: 0 when empty, one more for every apply that changed something.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The configuration this snapshot was built for.
+    pub fn config(&self) -> &MeshConfig {
+        &self.config
+    }
+
+    /// The number of Services.
+    pub fn len(&self) -> usize {
+        self.services.len()
+    }
+
+    /// Whether there are no Services.
+    pub fn is_empty(&self) -> bool {
+        self.services.len() == 0
+    }
+
+    /// A Service by namespace and name.
+    pub fn service(&self, namespace: &str, name: &str) -> Option<&ServiceEntry> {
+        let mut buf = [0u8; 320];
+        let key = join_key(&mut buf, namespace, name)?;
+        self.services.get(key).map(|e| &**e)
+    }
+
+    /// Every Service, ordered by namespace and name.
+    pub fn services(&self) -> Vec<&ServiceEntry> {
+        let mut all: Vec<&ServiceEntry> = self.services.iter().map(|(_, e)| &**e).collect();
+        all.sort_by(|a, b| a.service.key().cmp(b.service.key()));
+        all
+    }
+
+    /// Resolves a destination to a service port without picking.
+    pub fn resolve(
+        &self,
+        dest: &Destination,
+        client: &Client<'_>,
+    ) -> Result<Resolved<'_>, PickError> {
+        match dest {
+            Destination::Addr { addr, protocol } => {
+                let found = match protocol {
+                    Some(p) => self.frontend(*addr, *p),
+                    None => Protocol::ALL
+                        .into_iter()
+                        .find_map(|p| self.frontend(*addr, p)),
+                };
+                let fe = found.ok_or_else(|| PickError::NoService {
+                    destination: dest.to_string(),
+                })?;
+                let (traffic, family) = match fe.set {
+                    0 => (Traffic::Internal, IpFamily::V4),
+                    1 => (Traffic::Internal, IpFamily::V6),
+                    2 => (Traffic::External, IpFamily::V4),
+                    _ => (Traffic::External, IpFamily::V6),
+                };
+                let service = self
+                    .services
+                    .get(fe.port.service.as_str())
+                    .expect("every frontend's Service is indexed");
+                Ok(Resolved {
+                    service,
+                    port: &fe.port,
+                    traffic,
+                    family,
+                })
+            }
+            Destination::Name {
+                name,
+                port,
+                protocol,
+            } => {
+                let no_service = || PickError::NoService {
+                    destination: dest.to_string(),
+                };
+                let (namespace, svc) = self
+                    .split_name(name, client.namespace.unwrap_or("default"))
+                    .ok_or_else(no_service)?;
+                let entry = self.service(namespace, svc).ok_or_else(no_service)?;
+                if let Some(target) = entry.service.external_name() {
+                    return Err(PickError::ExternalName {
+                        service: entry.service.key().to_string(),
+                        target: target.to_owned(),
+                    });
+                }
+                let port = find_port(entry, port, *protocol)?;
+                Ok(Resolved {
+                    service: entry,
+                    port,
+                    traffic: Traffic::Internal,
+                    family: entry.family,
+                })
+            }
+        }
+    }
+
+    /// Resolves a destination and picks an eligible endpoint.
+    #[inline]
+    pub fn pick(&self, dest: &Destination, client: &Client<'_>) -> Result<&Endpoint, PickError> {
+        self.resolve(dest, client)?.pick()
+    }
+
+    #[inline]
+    fn frontend(&self, addr: SocketAddr, protocol: Protocol) -> Option<&FrontendEntry> {
+        self.frontends.get(&Frontend {
+            ip: addr.ip(),
+            port: addr.port(),
+            protocol,
+        })
+    }
+
+    /// `svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.<cluster domain>`.
+    fn split_name<'n>(&self, name: &'n str, default_ns: &'n str) -> Option<(&'n str, &'n str)> {
+        let mut labels = name.splitn(4, '.');
+        let svc = labels.next()?;
+        let Some(ns) = labels.next() else {
+            return Some((default_ns, svc));
+        };
+        match (labels.next(), labels.next()) {
+            (None, _) | (Some("svc"), None) => Some((ns, svc)),
+            (Some("svc"), Some(domain)) if domain == self.config.cluster_domain_name() => {
+                Some((ns, svc))
+            }
+            _ => None,
+        }
+    }
+
+    /// This snapshot with the given Services replaced (`None`: removed), as
+    /// the next version. Fails, changing nothing, when a Service would claim
+    /// a frontend another Service owns.
+    pub(crate) fn with_services(
+        &self,
+        changes: Vec<(ServiceKey, Option<ServiceEntry>)>,
+    ) -> Result<Snapshot, Error> {
+        let mut services = self.services.clone();
+        let mut frontends = self.frontends.clone();
+        let node_ips = self.config.node_ips();
+        for (key, _) in &changes {
+            if let Some(old) = self.services.get(key.as_str()) {
+                for (fe, _, _) in frontends_of(old, node_ips) {
+                    if frontends.get(&fe).is_some_and(|e| e.port.service == *key) {
+                        frontends.remove(&fe);
+                    }
+                }
+            }
+        }
+        for (key, entry) in changes {
+            let Some(entry) = entry else {
+                services.remove(key.as_str());
+                continue;
+            };
+            for (fe, value, origin) in frontends_of(&entry, node_ips) {
+                if let Some(existing) = frontends.get(&fe) {
+                    if existing.port.service == key {
+                        // The same Service reaches this address twice (say, an
+                        // external IP that is also its load-balancer IP): one entry.
+                        continue;
+                    }
+                    return Err(Error::Conflict {
+                        object: format!("Service {key}"),
+                        field: origin.to_string(),
+                        message: format!(
+                            "{}/{} is already used by Service {}",
+                            SocketAddr::new(fe.ip, fe.port),
+                            fe.protocol,
+                            existing.port.service
+                        ),
+                    });
+                }
+                frontends.insert(fe, value);
+            }
+            services.insert(key, Arc::new(entry));
+        }
+        Ok(Snapshot {
+            version: self.version + 1,
+            config: self.config.clone(),
+            services,
+            frontends,
+        })
+    }
+}
+
+fn join_key<'b>(buf: &'b mut [u8; 320], namespace: &str, name: &str) -> Option<&'b str> {
+    let len = namespace.len() + 1 + name.len();
+    if len > buf.len() {
+        return None;
+    }
+    buf[..namespace.len()].copy_from_slice(namespace.as_bytes());
+    buf[namespace.len()] = b'/';
+    buf[namespace.len() + 1..len].copy_from_slice(name.as_bytes());
+    std::str::from_utf8(&buf[..len]).ok()
+}
+
+fn find_port<'s>(
+    entry: &'s ServiceEntry,
+    port: &PortRef,
+    protocol: Option<Protocol>,
+) -> Result<&'s PortEntry, PickError> {
+    let proto_ok = |p: &PortEntry| protocol.is_none_or(|want| p.spec.protocol() == want);
+    let found = match port {
+        PortRef::Number(n) => Protocol::ALL.into_iter().find_map(|proto| {
+            entry
+                .ports
+                .iter()
+                .find(|p| p.spec.port() == *n && p.spec.protocol() == proto && proto_ok(p))
+        }),
+        PortRef::Name(name) => entry
+            .ports
+            .iter()
+            .find(|p| p.spec.name() == name && proto_ok(p)),
+        PortRef::Only => {
+            let mut matching = entry.ports.iter().filter(|p| proto_ok(p));
+            match (matching.next(), matching.next()) {
+                (Some(only), None) => Some(only),
+                (None, _) => None,
+                (Some(_), Some(_)) => {
+                    return Err(PickError::NoPort {
+                        service: entry.service.key().to_string(),
+                        reason: format!("it has several ports ({}): name one", port_list(entry)),
+                    })
+                }
+            }
+        }
+    };
+    found.map(|p| &**p).ok_or_else(|| PickError::NoPort {
+        service: entry.service.key().to_string(),
+        reason: if entry.ports.is_empty() {
+            "it has no ports".to_owned()
+        } else {
+            format!("no port matches (it has {})", port_list(entry))
+        },
+    })
+}
+
+fn port_list(entry: &ServiceEntry) -> String {
+    entry
+        .ports
+        .iter()
+        .map(|p| {
+            let s = &p.spec;
+            if s.name().is_empty() {
+                format!("{}/{}", s.port(), s.protocol())
+            } else {
+                format!("{} {}/{}", s.name(), s.port(), s.protocol())
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}

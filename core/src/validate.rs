@@ -1,0 +1,830 @@
+//! From the wire form ([`crate::k8s`]) to validated objects ([`crate::model`]):
+//! every check the API server makes that pobox relies on, each failure naming
+//! the object and field (`Service default/web: spec.ports[1].port: 70000 is out
+//! of range 1-65535`).
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::error::Error;
+use crate::k8s;
+use crate::model::{
+    EndpointMeta, EndpointSlice, IpFamily, Protocol, Service, ServiceKey, ServicePort, ServiceType,
+    SessionAffinity, SliceEndpoint, SlicePort, TargetPort, TrafficPolicy,
+};
+
+/// The namespace of an object that has none (as `kubectl create --dry-run`
+/// writes them): kubectl would use the context's namespace, pobox uses `default`.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// The label that ties an EndpointSlice to its Service.
+pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
+
+const MAX_SLICE_ENDPOINTS: usize = 1000;
+const MAX_SLICE_PORTS: usize = 100;
+const MAX_ADDRESSES: usize = 100;
+const MAX_HINTS: usize = 8;
+const DEFAULT_AFFINITY_TIMEOUT: u32 = 10800;
+const MAX_AFFINITY_TIMEOUT: i64 = 86400;
+
+// === names ===
+
+fn is_dns1123_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+fn is_dns1035_label(s: &str) -> bool {
+    is_dns1123_label(s) && s.as_bytes()[0].is_ascii_lowercase()
+}
+
+/// A DNS-1123 subdomain: dot-separated labels, at most 253 characters.
+pub(crate) fn is_dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+/// An IANA service name, as a named `targetPort` must be.
+fn is_iana_svc_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 15
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && b.iter().any(|c| c.is_ascii_lowercase())
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+        && !s.contains("--")
+}
+
+fn port_number(value: i64) -> Result<u16, String> {
+    if (1..=65535).contains(&value) {
+        Ok(value as u16)
+    } else {
+        Err(format!("{value} is out of range 1-65535"))
+    }
+}
+
+fn parse_ip(s: &str) -> Result<IpAddr, String> {
+    s.parse::<IpAddr>()
+        .map_err(|_| format!("{s:?} is not a valid IP address"))
+}
+
+fn protocol(value: Option<&str>) -> Result<Protocol, String> {
+    match value {
+        None | Some("") => Ok(Protocol::Tcp),
+        Some(s) => match s {
+            "TCP" => Ok(Protocol::Tcp),
+            "UDP" => Ok(Protocol::Udp),
+            "SCTP" => Ok(Protocol::Sctp),
+            other => Err(format!(
+                "unsupported value {other:?}: supported values are \"TCP\", \"UDP\", \"SCTP\""
+            )),
+        },
+    }
+}
+
+fn family(s: &str) -> Result<IpFamily, String> {
+    match s {
+        "IPv4" => Ok(IpFamily::V4),
+        "IPv6" => Ok(IpFamily::V6),
+        other => Err(format!(
+            "unsupported value {other:?}: supported values are \"IPv4\", \"IPv6\""
+        )),
+    }
+}
+
+fn traffic_policy(value: Option<&str>) -> Result<Option<TrafficPolicy>, String> {
+    match value {
+        None | Some("") => Ok(None),
+        Some("Cluster") => Ok(Some(TrafficPolicy::Cluster)),
+        Some("Local") => Ok(Some(TrafficPolicy::Local)),
+        Some(other) => Err(format!(
+            "unsupported value {other:?}: supported values are \"Cluster\", \"Local\""
+        )),
+    }
+}
+
+/// Names the object in messages as far as it is known.
+fn describe(kind: &str, meta: &k8s::ObjectMeta) -> String {
+    let ns = meta.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+    match meta.name.as_deref() {
+        Some(name) if !name.is_empty() => format!("{kind} {ns}/{name}"),
+        _ => format!("{kind} {ns}/<unnamed>"),
+    }
+}
+
+/// Validates `metadata.name` and `metadata.namespace`, defaulting the namespace.
+fn name_and_namespace(
+    object: &str,
+    meta: &k8s::ObjectMeta,
+    name_ok: fn(&str) -> bool,
+    name_rule: &str,
+) -> Result<(String, String), Error> {
+    let name = match meta.name.as_deref() {
+        None | Some("") => return Err(Error::invalid(object, "metadata.name", "is required")),
+        Some(n) => n,
+    };
+    if !name_ok(name) {
+        return Err(Error::invalid(
+            object,
+            "metadata.name",
+            format!("{name:?} is not a valid name: {name_rule}"),
+        ));
+    }
+    let namespace = match meta.namespace.as_deref() {
+        None | Some("") => DEFAULT_NAMESPACE,
+        Some(ns) => ns,
+    };
+    if !is_dns1123_label(namespace) {
+        return Err(Error::invalid(
+            object,
+            "metadata.namespace",
+            format!("{namespace:?} is not a valid namespace: must be a DNS-1123 label"),
+        ));
+    }
+    Ok((name.to_owned(), namespace.to_owned()))
+}
+
+// === Service ===
+
+/// Validates a Service as the API server would.
+pub(crate) fn service(raw: k8s::Service) -> Result<Service, Error> {
+    let object = describe("Service", &raw.metadata);
+    let (name, namespace) = name_and_namespace(
+        &object,
+        &raw.metadata,
+        is_dns1035_label,
+        "must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter, at most 63 characters)",
+    )?;
+    let inv = |field: &str, message: String| Error::invalid(&object, field, message);
+    let spec = raw.spec.unwrap_or_default();
+
+    let service_type = match spec.type_.as_deref() {
+        None | Some("") | Some("ClusterIP") => ServiceType::ClusterIp,
+        Some("NodePort") => ServiceType::NodePort,
+        Some("LoadBalancer") => ServiceType::LoadBalancer,
+        Some("ExternalName") => ServiceType::ExternalName,
+        Some(other) => {
+            return Err(inv(
+                "spec.type",
+                format!("unsupported value {other:?}: supported values are \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""),
+            ))
+        }
+    };
+
+    // --- cluster IPs and families ---
+    let cluster_ip = spec.cluster_ip.as_deref().unwrap_or("");
+    let cluster_ips_raw: Vec<&str> = spec
+        .cluster_ips
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(String::as_str)
+        .collect();
+    if !cluster_ip.is_empty() && !cluster_ips_raw.is_empty() && cluster_ips_raw[0] != cluster_ip {
+        return Err(inv(
+            "spec.clusterIPs[0]",
+            format!(
+                "{:?} must match spec.clusterIP {cluster_ip:?}",
+                cluster_ips_raw[0]
+            ),
+        ));
+    }
+    let first = if cluster_ip.is_empty() {
+        cluster_ips_raw.first().copied().unwrap_or("")
+    } else {
+        cluster_ip
+    };
+    let headless = first == "None";
+    let mut cluster_ips = Vec::new();
+    if service_type == ServiceType::ExternalName {
+        if !first.is_empty() {
+            return Err(inv(
+                "spec.clusterIP",
+                "must be empty for type ExternalName".into(),
+            ));
+        }
+    } else if headless {
+        if cluster_ips_raw.len() > 1 {
+            return Err(inv(
+                "spec.clusterIPs",
+                "must have exactly one value, \"None\", for a headless Service".into(),
+            ));
+        }
+        if service_type != ServiceType::ClusterIp {
+            return Err(inv(
+                "spec.clusterIP",
+                format!("may not be \"None\" for type {}", service_type.as_str()),
+            ));
+        }
+    } else {
+        let list: Vec<&str> = if cluster_ips_raw.is_empty() && !first.is_empty() {
+            vec![first]
+        } else {
+            cluster_ips_raw.clone()
+        };
+        if list.len() > 2 {
+            return Err(inv(
+                "spec.clusterIPs",
+                "may hold at most two addresses, one per IP family".into(),
+            ));
+        }
+        for (i, s) in list.iter().enumerate() {
+            let field = if cluster_ips_raw.is_empty() {
+                "spec.clusterIP".to_owned()
+            } else {
+                format!("spec.clusterIPs[{i}]")
+            };
+            let ip = parse_ip(s).map_err(|m| inv(&field, m))?;
+            if ip.is_unspecified() {
+                return Err(inv(&field, format!("{ip} is not a usable address")));
+            }
+            cluster_ips.push(ip);
+        }
+        if cluster_ips.len() == 2 && IpFamily::of(cluster_ips[0]) == IpFamily::of(cluster_ips[1]) {
+            return Err(inv(
+                "spec.clusterIPs[1]",
+                "must be of a different IP family than spec.clusterIPs[0]".into(),
+            ));
+        }
+    }
+
+    let mut ip_families = Vec::new();
+    for (i, f) in spec
+        .ip_families
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let fam = family(f).map_err(|m| inv(&format!("spec.ipFamilies[{i}]"), m))?;
+        if ip_families.contains(&fam) {
+            return Err(inv(
+                &format!("spec.ipFamilies[{i}]"),
+                format!("duplicate value {f:?}"),
+            ));
+        }
+        ip_families.push(fam);
+    }
+    for (i, ip) in cluster_ips.iter().enumerate() {
+        match ip_families.get(i) {
+            Some(&f) if f != IpFamily::of(*ip) => {
+                return Err(inv(
+                    &format!("spec.clusterIPs[{i}]"),
+                    format!("{ip} does not match spec.ipFamilies[{i}] {:?}", f.as_str()),
+                ))
+            }
+            Some(_) => {}
+            None => ip_families.push(IpFamily::of(*ip)),
+        }
+    }
+    if let Some(policy) = spec.ip_family_policy.as_deref() {
+        if !matches!(
+            policy,
+            "" | "SingleStack" | "PreferDualStack" | "RequireDualStack"
+        ) {
+            return Err(inv(
+                "spec.ipFamilyPolicy",
+                format!("unsupported value {policy:?}: supported values are \"PreferDualStack\", \"RequireDualStack\", \"SingleStack\""),
+            ));
+        }
+        if policy == "SingleStack" && ip_families.len() > 1 {
+            return Err(inv(
+                "spec.ipFamilies",
+                "must hold one family when spec.ipFamilyPolicy is SingleStack".into(),
+            ));
+        }
+    }
+
+    // --- ExternalName ---
+    let external_name = match (service_type, spec.external_name.as_deref()) {
+        (ServiceType::ExternalName, None | Some("")) => {
+            return Err(inv(
+                "spec.externalName",
+                "is required for type ExternalName".into(),
+            ))
+        }
+        (ServiceType::ExternalName, Some(n)) => {
+            let trimmed = n.strip_suffix('.').unwrap_or(n);
+            if !is_dns1123_subdomain(&trimmed.to_ascii_lowercase()) {
+                return Err(inv(
+                    "spec.externalName",
+                    format!("{n:?} is not a valid DNS name"),
+                ));
+            }
+            Some(Arc::<str>::from(n))
+        }
+        _ => None,
+    };
+
+    // --- ports ---
+    let raw_ports = spec.ports.unwrap_or_default();
+    if raw_ports.is_empty() && service_type != ServiceType::ExternalName && !headless {
+        return Err(inv("spec.ports", "is required".into()));
+    }
+    let mut ports: Vec<ServicePort> = Vec::with_capacity(raw_ports.len());
+    let mut names = HashSet::new();
+    let mut seen = HashSet::new();
+    let mut node_ports = HashSet::new();
+    for (i, p) in raw_ports.iter().enumerate() {
+        let at = |f: &str| format!("spec.ports[{i}].{f}");
+        let name = p.name.as_deref().unwrap_or("");
+        if name.is_empty() {
+            if raw_ports.len() > 1 {
+                return Err(inv(
+                    &at("name"),
+                    "is required when a Service has more than one port".into(),
+                ));
+            }
+        } else if !is_dns1123_label(name) {
+            return Err(inv(
+                &at("name"),
+                format!("{name:?} is not a valid port name: must be a DNS-1123 label"),
+            ));
+        }
+        if !names.insert(name) {
+            return Err(inv(&at("name"), format!("duplicate value {name:?}")));
+        }
+        let port = match p.port {
+            None => return Err(inv(&at("port"), "is required".into())),
+            Some(v) => port_number(v).map_err(|m| inv(&at("port"), m))?,
+        };
+        let proto = protocol(p.protocol.as_deref()).map_err(|m| inv(&at("protocol"), m))?;
+        if !seen.insert((port, proto)) {
+            return Err(inv(
+                &format!("spec.ports[{i}]"),
+                format!("duplicate port {port}/{proto}"),
+            ));
+        }
+        let target_port = match &p.target_port {
+            None => TargetPort::Number(port),
+            Some(k8s::IntOrString::Int(0)) => TargetPort::Number(port),
+            Some(k8s::IntOrString::Int(v)) => {
+                TargetPort::Number(port_number(*v).map_err(|m| inv(&at("targetPort"), m))?)
+            }
+            Some(k8s::IntOrString::String(s)) if s.is_empty() => TargetPort::Number(port),
+            Some(k8s::IntOrString::String(s)) => match s.parse::<i64>() {
+                Ok(v) => {
+                    TargetPort::Number(port_number(v).map_err(|m| inv(&at("targetPort"), m))?)
+                }
+                Err(_) if is_iana_svc_name(s) => TargetPort::Name(s.as_str().into()),
+                Err(_) => {
+                    return Err(inv(
+                        &at("targetPort"),
+                        format!("{s:?} is not a valid port name: at most 15 lowercase letters, digits and '-', with at least one letter"),
+                    ))
+                }
+            },
+        };
+        let node_port = match p.node_port {
+            None | Some(0) => None,
+            Some(v) => {
+                if !matches!(
+                    service_type,
+                    ServiceType::NodePort | ServiceType::LoadBalancer
+                ) {
+                    return Err(inv(
+                        &at("nodePort"),
+                        format!("may not be used when type is {}", service_type.as_str()),
+                    ));
+                }
+                let np = port_number(v).map_err(|m| inv(&at("nodePort"), m))?;
+                if !node_ports.insert((np, proto)) {
+                    return Err(inv(
+                        &at("nodePort"),
+                        format!("duplicate value {np}/{proto}"),
+                    ));
+                }
+                Some(np)
+            }
+        };
+        ports.push(ServicePort {
+            name: name.into(),
+            port,
+            protocol: proto,
+            target_port,
+            node_port,
+        });
+    }
+    if service_type == ServiceType::ExternalName {
+        // Ports of an ExternalName Service have no meaning for routing.
+        ports.clear();
+    }
+
+    // --- external IPs and load balancer ---
+    let mut external_ips = Vec::new();
+    for (i, s) in spec
+        .external_ips
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let ip = parse_ip(s).map_err(|m| inv(&format!("spec.externalIPs[{i}]"), m))?;
+        if ip.is_unspecified() {
+            return Err(inv(
+                &format!("spec.externalIPs[{i}]"),
+                format!("{ip} is not a usable address"),
+            ));
+        }
+        external_ips.push(ip);
+    }
+    if service_type == ServiceType::ExternalName {
+        external_ips.clear();
+    }
+    let mut load_balancer_ips = Vec::new();
+    let mut load_balancer_ingress = Vec::new();
+    let ingress = raw
+        .status
+        .and_then(|s| s.load_balancer)
+        .and_then(|lb| lb.ingress)
+        .unwrap_or_default();
+    for (i, ing) in ingress.iter().enumerate() {
+        let at = |f: &str| format!("status.loadBalancer.ingress[{i}].{f}");
+        if let Some(mode) = ing.ip_mode.as_deref() {
+            if !matches!(mode, "VIP" | "Proxy") {
+                return Err(inv(
+                    &at("ipMode"),
+                    format!("unsupported value {mode:?}: supported values are \"Proxy\", \"VIP\""),
+                ));
+            }
+        }
+        match (ing.ip.as_deref(), ing.hostname.as_deref()) {
+            (Some(ip), _) if !ip.is_empty() => {
+                let addr = parse_ip(ip).map_err(|m| inv(&at("ip"), m))?;
+                load_balancer_ingress.push(addr.to_string());
+                // kube-proxy routes an ingress IP itself only in VIP mode; with
+                // `ipMode: Proxy` traffic must go through the load balancer.
+                if service_type == ServiceType::LoadBalancer
+                    && ing.ip_mode.as_deref() != Some("Proxy")
+                {
+                    load_balancer_ips.push(addr);
+                }
+            }
+            (_, Some(h)) if !h.is_empty() => load_balancer_ingress.push(h.to_owned()),
+            _ => {}
+        }
+    }
+
+    // --- policies ---
+    let externally_accessible = matches!(
+        service_type,
+        ServiceType::NodePort | ServiceType::LoadBalancer
+    ) || !external_ips.is_empty();
+    let internal_traffic_policy = traffic_policy(spec.internal_traffic_policy.as_deref())
+        .map_err(|m| inv("spec.internalTrafficPolicy", m))?
+        .unwrap_or_default();
+    let etp = traffic_policy(spec.external_traffic_policy.as_deref())
+        .map_err(|m| inv("spec.externalTrafficPolicy", m))?;
+    if etp.is_some() && !externally_accessible {
+        return Err(inv(
+            "spec.externalTrafficPolicy",
+            "may only be set for externally-accessible services (NodePort, LoadBalancer, or with externalIPs)".into(),
+        ));
+    }
+    let external_traffic_policy = etp.unwrap_or_default();
+
+    let session_affinity = match spec.session_affinity.as_deref() {
+        None | Some("") | Some("None") => {
+            if spec
+                .session_affinity_config
+                .as_ref()
+                .is_some_and(|c| c.client_ip.is_some())
+            {
+                return Err(inv(
+                    "spec.sessionAffinityConfig",
+                    "must not be set when spec.sessionAffinity is None".into(),
+                ));
+            }
+            SessionAffinity::None
+        }
+        Some("ClientIP") => {
+            let timeout = spec
+                .session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds);
+            let timeout_seconds = match timeout {
+                None => DEFAULT_AFFINITY_TIMEOUT,
+                Some(t) if (1..=MAX_AFFINITY_TIMEOUT).contains(&t) => t as u32,
+                Some(t) => {
+                    return Err(inv(
+                        "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                        format!("{t} is out of range 1-{MAX_AFFINITY_TIMEOUT}"),
+                    ))
+                }
+            };
+            SessionAffinity::ClientIp { timeout_seconds }
+        }
+        Some(other) => {
+            return Err(inv(
+                "spec.sessionAffinity",
+                format!("unsupported value {other:?}: supported values are \"ClientIP\", \"None\""),
+            ))
+        }
+    };
+
+    let traffic_distribution = match spec.traffic_distribution.as_deref() {
+        None | Some("") => None,
+        Some(v @ ("PreferClose" | "PreferSameZone" | "PreferSameNode")) => Some(v.into()),
+        Some(other) => {
+            return Err(inv(
+                "spec.trafficDistribution",
+                format!("unsupported value {other:?}: supported values are \"PreferClose\", \"PreferSameNode\", \"PreferSameZone\""),
+            ))
+        }
+    };
+
+    Ok(Service {
+        key: ServiceKey::new(&namespace, &name),
+        service_type,
+        cluster_ips,
+        headless,
+        ip_families,
+        ports,
+        external_ips,
+        load_balancer_ips,
+        load_balancer_ingress,
+        external_name,
+        internal_traffic_policy,
+        external_traffic_policy,
+        publish_not_ready_addresses: spec.publish_not_ready_addresses.unwrap_or(false),
+        session_affinity,
+        traffic_distribution,
+    })
+}
+
+// === EndpointSlice ===
+
+/// Shares the strings and endpoint metadata that repeat across a document
+/// (node names, zones): at 100,000 endpoints on a few dozen nodes this is
+/// most of an endpoint's size.
+#[derive(Default)]
+pub(crate) struct Interner {
+    strs: HashSet<Arc<str>>,
+    metas: HashSet<Arc<EndpointMeta>>,
+}
+
+impl Interner {
+    fn str(&mut self, s: &str) -> Arc<str> {
+        if let Some(found) = self.strs.get(s) {
+            return found.clone();
+        }
+        let new: Arc<str> = s.into();
+        self.strs.insert(new.clone());
+        new
+    }
+
+    fn meta(
+        &mut self,
+        node: Option<&str>,
+        zone: Option<&str>,
+        hostname: Option<&str>,
+    ) -> Option<Arc<EndpointMeta>> {
+        if node.is_none() && zone.is_none() && hostname.is_none() {
+            return None;
+        }
+        let meta = EndpointMeta {
+            node: node.map(|s| self.str(s)),
+            zone: zone.map(|s| self.str(s)),
+            // Hostnames are unique per endpoint: not worth a table entry.
+            hostname: hostname.map(Arc::from),
+        };
+        if let Some(found) = self.metas.get(&meta) {
+            return Some(found.clone());
+        }
+        let new = Arc::new(meta);
+        self.metas.insert(new.clone());
+        Some(new)
+    }
+}
+
+/// What an EndpointSlice validates to: a usable slice, or one pobox skips
+/// (with the reason, for a warning).
+pub(crate) enum SliceOutcome {
+    Usable(EndpointSlice),
+    Skipped(String),
+}
+
+/// Validates an EndpointSlice as the API server would.
+pub(crate) fn endpoint_slice(
+    raw: k8s::EndpointSlice,
+    interner: &mut Interner,
+) -> Result<SliceOutcome, Error> {
+    let object = describe("EndpointSlice", &raw.metadata);
+    let (name, namespace) = name_and_namespace(
+        &object,
+        &raw.metadata,
+        is_dns1123_subdomain,
+        "must be a DNS-1123 subdomain",
+    )?;
+    let inv = |field: &str, message: String| Error::invalid(&object, field, message);
+
+    let family = match raw.address_type.as_deref() {
+        None | Some("") => return Err(inv("addressType", "is required".into())),
+        Some("IPv4") => IpFamily::V4,
+        Some("IPv6") => IpFamily::V6,
+        Some("FQDN") => {
+            return Ok(SliceOutcome::Skipped(format!(
+                "{object}: addressType FQDN is not routable by kube-proxy; skipped"
+            )))
+        }
+        Some(other) => return Err(inv(
+            "addressType",
+            format!(
+                "unsupported value {other:?}: supported values are \"FQDN\", \"IPv4\", \"IPv6\""
+            ),
+        )),
+    };
+
+    let raw_ports = raw.ports.unwrap_or_default();
+    if raw_ports.len() > MAX_SLICE_PORTS {
+        return Err(inv(
+            "ports",
+            format!(
+                "has {} items, at most {MAX_SLICE_PORTS} are allowed",
+                raw_ports.len()
+            ),
+        ));
+    }
+    let mut ports = Vec::with_capacity(raw_ports.len());
+    let mut names = HashSet::new();
+    for (i, p) in raw_ports.iter().enumerate() {
+        let at = |f: &str| format!("ports[{i}].{f}");
+        let pname = p.name.as_deref().unwrap_or("");
+        if !pname.is_empty() && !is_dns1123_label(pname) {
+            return Err(inv(
+                &at("name"),
+                format!("{pname:?} is not a valid port name: must be a DNS-1123 label"),
+            ));
+        }
+        if !names.insert(pname) {
+            return Err(inv(&at("name"), format!("duplicate value {pname:?}")));
+        }
+        let port = match p.port {
+            None | Some(0) => None,
+            Some(v) => Some(port_number(v).map_err(|m| inv(&at("port"), m))?),
+        };
+        let proto = protocol(p.protocol.as_deref()).map_err(|m| inv(&at("protocol"), m))?;
+        ports.push(SlicePort {
+            name: pname.into(),
+            port,
+            protocol: proto,
+        });
+    }
+
+    let raw_endpoints = raw.endpoints.unwrap_or_default();
+    if raw_endpoints.len() > MAX_SLICE_ENDPOINTS {
+        return Err(inv(
+            "endpoints",
+            format!(
+                "has {} items, at most {MAX_SLICE_ENDPOINTS} are allowed",
+                raw_endpoints.len()
+            ),
+        ));
+    }
+    let mut endpoints = Vec::with_capacity(raw_endpoints.len());
+    for (i, e) in raw_endpoints.into_iter().enumerate() {
+        let at = |f: &str| format!("endpoints[{i}].{f}");
+        let addresses = e.addresses.unwrap_or_default();
+        if addresses.is_empty() {
+            return Err(inv(
+                &at("addresses"),
+                "must contain at least one address".into(),
+            ));
+        }
+        if addresses.len() > MAX_ADDRESSES {
+            return Err(inv(
+                &at("addresses"),
+                format!(
+                    "has {} items, at most {MAX_ADDRESSES} are allowed",
+                    addresses.len()
+                ),
+            ));
+        }
+        let mut address = None;
+        for (j, a) in addresses.iter().enumerate() {
+            let field = format!("endpoints[{i}].addresses[{j}]");
+            let ip = parse_ip(a).map_err(|m| inv(&field, m))?;
+            if IpFamily::of(ip) != family {
+                return Err(inv(
+                    &field,
+                    format!(
+                        "{ip} is not an {} address, as addressType requires",
+                        family.as_str()
+                    ),
+                ));
+            }
+            if ip.is_unspecified() {
+                return Err(inv(&field, format!("{ip} is not a usable address")));
+            }
+            address.get_or_insert(ip);
+        }
+        let hostname = match e.hostname.as_deref() {
+            None | Some("") => None,
+            Some(h) if is_dns1123_label(h) => Some(h),
+            Some(h) => {
+                return Err(inv(
+                    &at("hostname"),
+                    format!("{h:?} is not a valid hostname: must be a DNS-1123 label"),
+                ))
+            }
+        };
+        let node_name = match e.node_name.as_deref() {
+            None | Some("") => None,
+            Some(n) if is_dns1123_subdomain(n) => Some(n),
+            Some(n) => {
+                return Err(inv(
+                    &at("nodeName"),
+                    format!("{n:?} is not a valid node name: must be a DNS-1123 subdomain"),
+                ))
+            }
+        };
+        let zone = e.zone.as_deref().filter(|z| !z.is_empty());
+        let conditions = e.conditions.unwrap_or_default();
+        let hints = e.hints.unwrap_or_default();
+        let zone_hints = hint_names(&object, &at("hints.forZones"), hints.for_zones, interner)?;
+        let node_hints = hint_names(&object, &at("hints.forNodes"), hints.for_nodes, interner)?;
+        endpoints.push(SliceEndpoint {
+            address: address.expect("at least one address was checked above"),
+            ready: conditions.ready.unwrap_or(true),
+            serving: conditions.serving.unwrap_or(true),
+            terminating: conditions.terminating.unwrap_or(false),
+            meta: interner.meta(node_name, zone, hostname),
+            zone_hints,
+            node_hints,
+        });
+    }
+
+    let labels = raw.metadata.labels.unwrap_or_default();
+    let service = match labels.get(LABEL_SERVICE_NAME).map(String::as_str) {
+        None | Some("") => None,
+        Some(s) => Some(Arc::<str>::from(s)),
+    };
+    Ok(SliceOutcome::Usable(EndpointSlice {
+        namespace: namespace.into(),
+        name: name.into(),
+        service,
+        family,
+        ports,
+        endpoints,
+    }))
+}
+
+fn hint_names(
+    object: &str,
+    field: &str,
+    hints: Option<Vec<k8s::NamedHint>>,
+    interner: &mut Interner,
+) -> Result<Box<[Arc<str>]>, Error> {
+    let hints = hints.unwrap_or_default();
+    if hints.len() > MAX_HINTS {
+        return Err(Error::invalid(
+            object,
+            field,
+            format!("has {} items, at most {MAX_HINTS} are allowed", hints.len()),
+        ));
+    }
+    let mut out = Vec::with_capacity(hints.len());
+    for (i, h) in hints.into_iter().enumerate() {
+        match h.name {
+            Some(n) if !n.is_empty() => out.push(interner.str(&n)),
+            _ => {
+                return Err(Error::invalid(
+                    object,
+                    format!("{field}[{i}].name"),
+                    "is required",
+                ))
+            }
+        }
+    }
+    Ok(out.into_boxed_slice())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(is_dns1123_label("web-1"));
+        assert!(!is_dns1123_label("-web"));
+        assert!(!is_dns1123_label("Web"));
+        assert!(!is_dns1123_label(&"a".repeat(64)));
+        assert!(is_dns1035_label("web"));
+        assert!(!is_dns1035_label("1web"));
+        assert!(is_dns1123_subdomain("node-a.example.com"));
+        assert!(!is_dns1123_subdomain("node_a"));
+        assert!(is_iana_svc_name("http"));
+        assert!(is_iana_svc_name("h2c-1"));
+        assert!(!is_iana_svc_name("8080"));
+        assert!(!is_iana_svc_name("a--b"));
+        assert!(!is_iana_svc_name("averyverylongname"));
+    }
+}
