@@ -635,12 +635,14 @@ pub(crate) fn endpoint_slice(
                 "{object}: addressType FQDN is not routable by kube-proxy; skipped"
             )))
         }
-        Some(other) => return Err(inv(
-            "addressType",
-            format!(
+        Some(other) => {
+            return Err(inv(
+                "addressType",
+                format!(
                 "unsupported value {other:?}: supported values are \"FQDN\", \"IPv4\", \"IPv6\""
             ),
-        )),
+            ))
+        }
     };
 
     let raw_ports = raw.ports.unwrap_or_default();
