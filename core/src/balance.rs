@@ -1,7 +1,10 @@
 //! Round-robin picking without shared writes.
 //!
 //! Every service port owns a [`Slot`], kept across snapshots while the port
-//! exists. Each thread keeps its own cursor per slot, as each Envoy worker
+//! exists, with one lane per eligible set (internal and external traffic, per
+//! IP family), so that picks through one address never skip endpoints of
+//! another (as IPVS keeps round-robin state per virtual server). Each thread
+//! keeps its own cursor per lane, as each Envoy worker
 //! keeps its own round-robin state: a pick writes only to memory its thread
 //! owns, so picks on many threads scale without contending on one counter.
 //! On one thread the sequence is exact: a new service port starts at its first
@@ -24,6 +27,9 @@ static POOL: Mutex<Pool> = Mutex::new(Pool {
     next: 0,
     generation: 0,
 });
+
+/// Lanes per slot: one per eligible set of a service port.
+pub(crate) const LANES: usize = 4;
 
 /// The round-robin identity of one service port. Dropping it returns the id.
 #[derive(Debug)]
@@ -49,12 +55,13 @@ impl Slot {
         Slot { id, generation }
     }
 
-    /// The next index in `0..len` for this thread (`len` > 0).
+    /// The next index in `0..len` for this thread in `lane` (`len` > 0,
+    /// `lane` < [`LANES`]).
     #[inline]
-    pub(crate) fn next(&self, len: usize) -> usize {
+    pub(crate) fn next(&self, lane: usize, len: usize) -> usize {
         CURSORS.with(|cursors| {
             let mut cursors = cursors.borrow_mut();
-            let i = self.id as usize;
+            let i = self.id as usize * LANES + lane;
             if i >= cursors.len() {
                 cursors.resize(i + 1, Cursor::default());
             }
@@ -101,39 +108,50 @@ mod tests {
     #[test]
     fn cycles_in_order_and_wraps_when_the_set_shrinks() {
         let slot = Slot::new();
-        let seq: Vec<usize> = (0..7).map(|_| slot.next(3)).collect();
+        let seq: Vec<usize> = (0..7).map(|_| slot.next(0, 3)).collect();
         assert_eq!(seq, [0, 1, 2, 0, 1, 2, 0]);
-        // Position is 1 now; the set shrinks to one endpoint.
-        assert_eq!(slot.next(1), 0);
-        assert_eq!(slot.next(2), 1);
-        assert_eq!(slot.next(2), 0);
+        // Position is 1 now; the set shrinks to one endpoint, which wraps it.
+        assert_eq!(slot.next(0, 1), 0);
+        assert_eq!(slot.next(0, 2), 0);
+        assert_eq!(slot.next(0, 2), 1);
+        assert_eq!(slot.next(0, 2), 0);
     }
 
     #[test]
     fn a_reused_id_starts_afresh() {
         let a = Slot::new();
-        a.next(5);
-        a.next(5);
+        a.next(0, 5);
+        a.next(0, 5);
         // The next owner of the same id, as the pool would hand it out.
         let b = Slot {
             id: a.id,
             generation: a.generation.wrapping_add(1),
         };
-        assert_eq!(b.next(5), 0);
-        assert_eq!(b.next(5), 1);
+        assert_eq!(b.next(0, 5), 0);
+        assert_eq!(b.next(0, 5), 1);
         // Only the pool's own owner returns the id.
         std::mem::forget(b);
     }
 
     #[test]
+    fn lanes_cycle_independently() {
+        let slot = Slot::new();
+        assert_eq!(slot.next(0, 3), 0);
+        assert_eq!(slot.next(1, 1), 0);
+        assert_eq!(slot.next(0, 3), 1);
+        assert_eq!(slot.next(3, 2), 0);
+        assert_eq!(slot.next(0, 3), 2);
+    }
+
+    #[test]
     fn threads_cycle_independently() {
         let slot = std::sync::Arc::new(Slot::new());
-        assert_eq!(slot.next(4), 0);
+        assert_eq!(slot.next(0, 4), 0);
         let s = slot.clone();
-        let other = std::thread::spawn(move || (0..4).map(|_| s.next(4)).collect::<Vec<_>>())
+        let other = std::thread::spawn(move || (0..4).map(|_| s.next(0, 4)).collect::<Vec<_>>())
             .join()
             .unwrap();
         assert_eq!(other, [0, 1, 2, 3]);
-        assert_eq!(slot.next(4), 1);
+        assert_eq!(slot.next(0, 4), 1);
     }
 }

@@ -16,7 +16,7 @@ pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 ///     .zone("zone-a")
 ///     .node_ip("10.0.0.5".parse().unwrap());
 /// let mesh = pobox::Mesh::new(config).unwrap();
-/// assert_eq!(mesh.config().node(), Some("node-a"));
+/// assert_eq!(mesh.config().node_name(), Some("node-a"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MeshConfig {

@@ -60,16 +60,9 @@ pub(crate) struct ServicePort {
     pub name: Option<String>,
     pub protocol: Option<String>,
     pub port: Option<i64>,
-    pub target_port: Option<IntOrString>,
+    /// Kubernetes' `IntOrString`, checked in validation for a clear message.
+    pub target_port: Option<serde_json::Value>,
     pub node_port: Option<i64>,
-}
-
-/// Kubernetes' `IntOrString`, as `targetPort` uses it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub(crate) enum IntOrString {
-    Int(i64),
-    String(String),
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -35,6 +35,8 @@ impl Eq for Parsed {}
 /// Parses JSON or YAML (one object, a List, or several `---`-separated
 /// documents) into validated objects. Nothing is applied anywhere.
 pub fn parse(input: &[u8]) -> Result<Parsed, Error> {
+    // A UTF-8 byte order mark, as some editors write one, is not content.
+    let input = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(input);
     let mut parsed = Parsed::default();
     let first = input.iter().find(|b| !b.is_ascii_whitespace());
     if matches!(first, Some(b'{') | Some(b'[')) {
@@ -141,6 +143,7 @@ fn add_object(mut value: Value, document: usize, parsed: &mut Parsed) -> Result<
         .get("metadata")
         .and_then(|m| m.get("namespace"))
         .and_then(Value::as_str)
+        .filter(|ns| !ns.is_empty())
         .unwrap_or(validate::DEFAULT_NAMESPACE)
         .to_owned();
     let object = format!("{kind} {namespace}/{name}");

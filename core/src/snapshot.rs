@@ -147,12 +147,12 @@ impl PortEntry {
 
     #[inline]
     fn pick(&self, set: usize) -> Option<&Endpoint> {
-        let set = &self.sets[set];
-        if set.is_empty() {
+        let entries = &self.sets[set];
+        if entries.is_empty() {
             return None;
         }
-        let i = self.slot.next(set.len());
-        Some(&self.endpoints[set[i] as usize])
+        let i = self.slot.next(set, entries.len());
+        Some(&self.endpoints[entries[i] as usize])
     }
 }
 
@@ -234,11 +234,20 @@ impl fmt::Display for Origin {
     }
 }
 
+/// Every frontend of a Service. As kube-proxy runs one proxier per IP family
+/// and a proxier serves a Service only if it has a cluster IP of that family,
+/// node ports, load-balancer and external IPs are served only in the families
+/// of the Service's cluster IPs (none for headless or unallocated Services).
 fn frontends_of(
     entry: &ServiceEntry,
     node_ips: &[IpAddr],
 ) -> Vec<(Frontend, FrontendEntry, Origin)> {
     let svc = &entry.service;
+    let served = |ip: &IpAddr| {
+        svc.cluster_ips()
+            .iter()
+            .any(|c| IpFamily::of(*c) == IpFamily::of(*ip))
+    };
     let mut out = Vec::new();
     for (j, port) in entry.ports.iter().enumerate() {
         let spec = &port.spec;
@@ -260,14 +269,24 @@ fn frontends_of(
             add(ip, spec.port(), Traffic::Internal, Origin::ClusterIp(i));
         }
         if let Some(node_port) = spec.node_port() {
-            for &ip in node_ips {
+            for &ip in node_ips.iter().filter(|ip| served(ip)) {
                 add(ip, node_port, Traffic::External, Origin::NodePort(j));
             }
         }
-        for (i, &ip) in svc.load_balancer_ips().iter().enumerate() {
+        for (i, &ip) in svc
+            .load_balancer_ips()
+            .iter()
+            .enumerate()
+            .filter(|(_, ip)| served(ip))
+        {
             add(ip, spec.port(), Traffic::External, Origin::LoadBalancer(i));
         }
-        for (i, &ip) in svc.external_ips().iter().enumerate() {
+        for (i, &ip) in svc
+            .external_ips()
+            .iter()
+            .enumerate()
+            .filter(|(_, ip)| served(ip))
+        {
             add(ip, spec.port(), Traffic::External, Origin::ExternalIp(i));
         }
     }
@@ -633,32 +652,43 @@ impl Snapshot {
                 }
             }
         }
+        // Frontends a Service already owned are claimed back first, so that
+        // when a newcomer in the same batch claims one, the newcomer is refused.
+        let mut claims = Vec::new();
         for (key, entry) in changes {
             let Some(entry) = entry else {
                 services.remove(key.as_str());
                 continue;
             };
             for (fe, value, origin) in frontends_of(&entry, node_ips) {
-                if let Some(existing) = frontends.get(&fe) {
-                    if existing.port.service == key {
-                        // The same Service reaches this address twice (say, an
-                        // external IP that is also its load-balancer IP): one entry.
-                        continue;
-                    }
-                    return Err(Error::Conflict {
-                        object: format!("Service {key}"),
-                        field: origin.to_string(),
-                        message: format!(
-                            "{}/{} is already used by Service {}",
-                            SocketAddr::new(fe.ip, fe.port),
-                            fe.protocol,
-                            existing.port.service
-                        ),
-                    });
-                }
-                frontends.insert(fe, value);
+                let kept = self
+                    .frontends
+                    .get(&fe)
+                    .is_some_and(|e| e.port.service == key);
+                claims.push((!kept, key.clone(), fe, value, origin));
             }
             services.insert(key, Arc::new(entry));
+        }
+        claims.sort_by_key(|c| c.0);
+        for (_, key, fe, value, origin) in claims {
+            if let Some(existing) = frontends.get(&fe) {
+                if existing.port.service == key {
+                    // The same Service reaches this address twice (say, an
+                    // external IP that is also its load-balancer IP): one entry.
+                    continue;
+                }
+                return Err(Error::Conflict {
+                    object: format!("Service {key}"),
+                    field: origin.to_string(),
+                    message: format!(
+                        "{}/{} is already used by Service {}",
+                        SocketAddr::new(fe.ip, fe.port),
+                        fe.protocol,
+                        existing.port.service
+                    ),
+                });
+            }
+            frontends.insert(fe, value);
         }
         Ok(Snapshot {
             version: self.version + 1,

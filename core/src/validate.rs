@@ -83,7 +83,7 @@ fn protocol(value: Option<&str>) -> Result<Protocol, String> {
             "UDP" => Ok(Protocol::Udp),
             "SCTP" => Ok(Protocol::Sctp),
             other => Err(format!(
-                "unsupported value {other:?}: supported values are \"TCP\", \"UDP\", \"SCTP\""
+                "unsupported value {other:?}: supported values are \"SCTP\", \"TCP\", \"UDP\""
             )),
         },
     }
@@ -112,7 +112,10 @@ fn traffic_policy(value: Option<&str>) -> Result<Option<TrafficPolicy>, String> 
 
 /// Names the object in messages as far as it is known.
 fn describe(kind: &str, meta: &k8s::ObjectMeta) -> String {
-    let ns = meta.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+    let ns = match meta.namespace.as_deref() {
+        None | Some("") => DEFAULT_NAMESPACE,
+        Some(ns) => ns,
+    };
     match meta.name.as_deref() {
         Some(name) if !name.is_empty() => format!("{kind} {ns}/{name}"),
         _ => format!("{kind} {ns}/<unnamed>"),
@@ -276,7 +279,11 @@ pub(crate) fn service(raw: k8s::Service) -> Result<Service, Error> {
         match ip_families.get(i) {
             Some(&f) if f != IpFamily::of(*ip) => {
                 return Err(inv(
-                    &format!("spec.clusterIPs[{i}]"),
+                    &if cluster_ips_raw.is_empty() {
+                        "spec.clusterIP".to_owned()
+                    } else {
+                        format!("spec.clusterIPs[{i}]")
+                    },
                     format!("{ip} does not match spec.ipFamilies[{i}] {:?}", f.as_str()),
                 ))
             }
@@ -362,25 +369,39 @@ pub(crate) fn service(raw: k8s::Service) -> Result<Service, Error> {
                 format!("duplicate port {port}/{proto}"),
             ));
         }
+        // IntOrString: a number, or a name (which needs a letter, so "8080"
+        // as a string is refused, as the API server refuses it). Unset or 0
+        // defaults to `port`.
         let target_port = match &p.target_port {
-            None => TargetPort::Number(port),
-            Some(k8s::IntOrString::Int(0)) => TargetPort::Number(port),
-            Some(k8s::IntOrString::Int(v)) => {
-                TargetPort::Number(port_number(*v).map_err(|m| inv(&at("targetPort"), m))?)
-            }
-            Some(k8s::IntOrString::String(s)) if s.is_empty() => TargetPort::Number(port),
-            Some(k8s::IntOrString::String(s)) => match s.parse::<i64>() {
-                Ok(v) => {
+            None | Some(serde_json::Value::Null) => TargetPort::Number(port),
+            Some(serde_json::Value::Number(n)) => match n.as_i64() {
+                Some(0) => TargetPort::Number(port),
+                Some(v) => {
                     TargetPort::Number(port_number(v).map_err(|m| inv(&at("targetPort"), m))?)
                 }
-                Err(_) if is_iana_svc_name(s) => TargetPort::Name(s.as_str().into()),
-                Err(_) => {
+                None => {
                     return Err(inv(
                         &at("targetPort"),
-                        format!("{s:?} is not a valid port name: at most 15 lowercase letters, digits and '-', with at least one letter"),
+                        format!("{n} is not a whole number: must be a port number or a port name"),
                     ))
                 }
             },
+            Some(serde_json::Value::String(s)) if s.is_empty() => TargetPort::Number(port),
+            Some(serde_json::Value::String(s)) if is_iana_svc_name(s) => {
+                TargetPort::Name(s.as_str().into())
+            }
+            Some(serde_json::Value::String(s)) => {
+                return Err(inv(
+                    &at("targetPort"),
+                    format!("{s:?} is not a valid port name: at most 15 lowercase letters, digits and '-', with at least one letter"),
+                ))
+            }
+            Some(other) => {
+                return Err(inv(
+                    &at("targetPort"),
+                    format!("{other} must be a port number or a port name"),
+                ))
+            }
         };
         let node_port = match p.node_port {
             None | Some(0) => None,
