@@ -290,18 +290,17 @@ impl Txn {
         self.services.is_empty() && self.slices.is_empty()
     }
 
-    /// The Services whose entries must be rebuilt.
-    fn affected(&self, store: &Store) -> BTreeSet<ServiceKey> {
-        let mut keys: BTreeSet<ServiceKey> = self.services.keys().cloned().collect();
+    /// The staged slices by each Service they leave or join.
+    fn slices_by_service<'t>(&'t self, store: &Store) -> HashMap<ServiceKey, Vec<&'t SliceKey>> {
+        let mut by_service: HashMap<ServiceKey, Vec<&SliceKey>> = HashMap::new();
         for (k, new) in &self.slices {
-            let old = store.slices.get(k);
-            for slice in [old, new.as_ref()].into_iter().flatten() {
-                if let Some(key) = slice.service_key() {
-                    keys.insert(key);
+            for slice in [store.slices.get(k), new.as_ref()].into_iter().flatten() {
+                if let Some(owner) = slice.service_key() {
+                    by_service.entry(owner).or_default().push(k);
                 }
             }
         }
-        keys
+        by_service
     }
 
     /// The new entry of every affected Service, and the slots its ports use.
@@ -316,7 +315,12 @@ impl Txn {
     ) {
         let mut changes = Vec::new();
         let mut all_slots = Vec::new();
-        for key in self.affected(store) {
+        let staged_slices = self.slices_by_service(store);
+        // The Services whose entries must be rebuilt, in a stable order.
+        let affected: BTreeSet<&ServiceKey> =
+            self.services.keys().chain(staged_slices.keys()).collect();
+        for key in affected {
+            let key = key.clone();
             let service = match self.services.get(&key) {
                 Some(staged) => staged.clone(),
                 None => store.services.get(&key).cloned(),
@@ -326,7 +330,7 @@ impl Txn {
                 all_slots.push((key, Vec::new()));
                 continue;
             };
-            let slices = self.slices_of(store, &key);
+            let slices = self.slices_of(store, &key, staged_slices.get(&key));
             let old_slots = store.slots.get(&key);
             let mut slots: PortSlots = Vec::new();
             let mut slot_for = |p: &crate::model::ServicePort| {
@@ -350,17 +354,20 @@ impl Txn {
         (changes, all_slots)
     }
 
-    /// The slices of a Service once this transaction is committed, by name.
-    fn slices_of(&self, store: &Store, key: &ServiceKey) -> BTreeMap<Arc<str>, Arc<EndpointSlice>> {
+    /// The slices of a Service once this transaction is committed, by name;
+    /// `staged` are the staged slices that leave or join it.
+    fn slices_of(
+        &self,
+        store: &Store,
+        key: &ServiceKey,
+        staged: Option<&Vec<&SliceKey>>,
+    ) -> BTreeMap<Arc<str>, Arc<EndpointSlice>> {
         let mut slices = store.by_service.get(key).cloned().unwrap_or_default();
-        for ((ns, name), staged) in &self.slices {
-            if **ns != *key.namespace() {
-                continue;
-            }
-            slices.remove(name);
-            if let Some(slice) = staged {
+        for slice_key in staged.into_iter().flatten() {
+            slices.remove(&slice_key.1);
+            if let Some(Some(slice)) = self.slices.get(*slice_key) {
                 if slice.service() == Some(key.name()) {
-                    slices.insert(name.clone(), slice.clone());
+                    slices.insert(slice_key.1.clone(), slice.clone());
                 }
             }
         }

@@ -3,18 +3,21 @@
 //!
 //! Publishing a change to one Service copies the shard array (256 pointers)
 //! and the one or two shards that hold its keys (a few dozen entries each at
-//! 10,000 Services), instead of the whole index.
+//! 10,000 Services), instead of the whole index. A key is hashed once per
+//! lookup: the same hash picks the shard and probes it (hashbrown's
+//! `HashTable` takes the hash from the caller, which `std`'s map cannot).
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
+
+use hashbrown::HashTable;
 
 use crate::hash::FoldBuild;
 
 const SHARDS: usize = 256;
 
-type Shard<K, V> = HashMap<K, V, FoldBuild>;
+type Shard<K, V> = HashTable<(K, V)>;
 
 /// See the module documentation.
 pub(crate) struct ShardedMap<K, V> {
@@ -33,7 +36,7 @@ impl<K, V> Clone for ShardedMap<K, V> {
 
 impl<K: Hash + Eq + Clone, V: Clone> Default for ShardedMap<K, V> {
     fn default() -> Self {
-        let empty = Arc::new(Shard::default());
+        let empty = Arc::new(Shard::new());
         ShardedMap {
             shards: (0..SHARDS).map(|_| empty.clone()).collect(),
             len: 0,
@@ -41,11 +44,16 @@ impl<K: Hash + Eq + Clone, V: Clone> Default for ShardedMap<K, V> {
     }
 }
 
+#[inline(always)]
+fn hash_of<Q: Hash + ?Sized>(key: &Q) -> u64 {
+    FoldBuild::default().hash_one(key)
+}
+
 /// Bits 24..32 pick the shard: hashbrown takes bucket bits from the bottom and
 /// tag bits from the top, so keys in one shard still differ in both.
 #[inline(always)]
-fn shard_of<Q: Hash + ?Sized>(key: &Q) -> usize {
-    (FoldBuild::default().hash_one(key) >> 24) as usize & (SHARDS - 1)
+fn shard_of(hash: u64) -> usize {
+    (hash >> 24) as usize & (SHARDS - 1)
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
@@ -56,17 +64,24 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.shards[shard_of(key)].get(key)
+        let hash = hash_of(key);
+        self.shards[shard_of(hash)]
+            .find(hash, |(k, _)| k.borrow() == key)
+            .map(|(_, v)| v)
     }
 
     /// Inserts, copying the shard first if a snapshot still shares it.
     pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
-        let shard = Arc::make_mut(&mut self.shards[shard_of(&key)]);
-        let old = shard.insert(key, value);
-        if old.is_none() {
-            self.len += 1;
+        let hash = hash_of(&key);
+        let shard = Arc::make_mut(&mut self.shards[shard_of(hash)]);
+        match shard.find_mut(hash, |(k, _)| *k == key) {
+            Some((_, v)) => Some(std::mem::replace(v, value)),
+            None => {
+                shard.insert_unique(hash, (key, value), |(k, _)| hash_of(k));
+                self.len += 1;
+                None
+            }
         }
-        old
     }
 
     /// Removes, copying the shard first if a snapshot still shares it.
@@ -75,15 +90,14 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let i = shard_of(key);
-        if !self.shards[i].contains_key(key) {
-            return None;
-        }
-        let old = Arc::make_mut(&mut self.shards[i]).remove(key);
-        if old.is_some() {
-            self.len -= 1;
-        }
-        old
+        let hash = hash_of(key);
+        let i = shard_of(hash);
+        self.shards[i].find(hash, |(k, _)| k.borrow() == key)?;
+        let shard = Arc::make_mut(&mut self.shards[i]);
+        let entry = shard.find_entry(hash, |(k, _)| k.borrow() == key).ok()?;
+        let ((_, v), _) = entry.remove();
+        self.len -= 1;
+        Some(v)
     }
 
     /// The number of entries.
@@ -93,7 +107,9 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
 
     /// Every entry, in no particular order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.shards.iter().flat_map(|s| s.iter())
+        self.shards
+            .iter()
+            .flat_map(|s| s.iter().map(|(k, v)| (k, v)))
     }
 }
 
@@ -105,11 +121,12 @@ mod tests {
     fn copy_on_write_leaves_the_original_alone() {
         let mut a: ShardedMap<u32, u32> = ShardedMap::default();
         for i in 0..1000 {
-            a.insert(i, i);
+            assert_eq!(a.insert(i, i), None);
         }
         let mut b = a.clone();
-        b.insert(5, 50);
-        b.remove(&6);
+        assert_eq!(b.insert(5, 50), Some(5));
+        assert_eq!(b.remove(&6), Some(6));
+        assert_eq!(b.remove(&6), None);
         b.insert(2000, 1);
         assert_eq!(a.get(&5), Some(&5));
         assert_eq!(a.get(&6), Some(&6));

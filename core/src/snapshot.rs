@@ -186,33 +186,69 @@ impl ServiceEntry {
 
 // === Frontend ===
 
-/// A virtual address traffic can be sent to.
+/// A virtual address traffic can be sent to, packed into two words so that
+/// hashing and comparing it is cheap on the pick path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Frontend {
-    ip: IpAddr,
-    port: u16,
-    protocol: Protocol,
+    /// The IPv6 address, or the IPv4 address in the low 32 bits.
+    ip: u128,
+    /// port << 16 | protocol << 8 | 1 for IPv6.
+    tail: u32,
+}
+
+impl Frontend {
+    #[inline]
+    fn new(ip: IpAddr, port: u16, protocol: Protocol) -> Frontend {
+        let tail = ((port as u32) << 16) | ((protocol as u32) << 8);
+        match ip {
+            IpAddr::V4(v4) => Frontend {
+                ip: u32::from(v4) as u128,
+                tail,
+            },
+            IpAddr::V6(v6) => Frontend {
+                ip: u128::from(v6),
+                tail: tail | 1,
+            },
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        let ip = if self.tail & 1 == 0 {
+            IpAddr::from(std::net::Ipv4Addr::from(self.ip as u32))
+        } else {
+            IpAddr::from(std::net::Ipv6Addr::from(self.ip))
+        };
+        SocketAddr::new(ip, (self.tail >> 16) as u16)
+    }
+
+    fn protocol(&self) -> Protocol {
+        Protocol::ALL[((self.tail >> 8) & 0xff) as usize]
+    }
 }
 
 impl Hash for Frontend {
     #[inline]
     fn hash<H: Hasher>(&self, h: &mut H) {
-        let tail = ((self.port as u64) << 8) | self.protocol as u64;
-        match self.ip {
-            IpAddr::V4(v4) => h.write_u64(((u32::from(v4) as u64) << 24) | tail),
-            IpAddr::V6(v6) => {
-                let bits = u128::from(v6);
-                h.write_u64(bits as u64);
-                h.write_u64((bits >> 64) as u64 ^ (tail << 40) ^ 1);
-            }
+        if self.tail & 1 == 0 {
+            h.write_u64(((self.ip as u64) << 32) | self.tail as u64);
+        } else {
+            h.write_u64(self.ip as u64 ^ self.tail as u64);
+            h.write_u64((self.ip >> 64) as u64);
         }
     }
 }
 
 #[derive(Debug, Clone)]
 struct FrontendEntry {
+    service: Arc<ServiceEntry>,
     port: Arc<PortEntry>,
     set: u8,
+}
+
+impl FrontendEntry {
+    fn owner(&self) -> &ServiceKey {
+        self.service.service.key()
+    }
 }
 
 /// Which field of a Service created a frontend, for conflict messages.
@@ -239,7 +275,7 @@ impl fmt::Display for Origin {
 /// node ports, load-balancer and external IPs are served only in the families
 /// of the Service's cluster IPs (none for headless or unallocated Services).
 fn frontends_of(
-    entry: &ServiceEntry,
+    entry: &Arc<ServiceEntry>,
     node_ips: &[IpAddr],
 ) -> Vec<(Frontend, FrontendEntry, Origin)> {
     let svc = &entry.service;
@@ -253,12 +289,9 @@ fn frontends_of(
         let spec = &port.spec;
         let mut add = |ip: IpAddr, number: u16, traffic: Traffic, origin: Origin| {
             out.push((
-                Frontend {
-                    ip,
-                    port: number,
-                    protocol: spec.protocol(),
-                },
+                Frontend::new(ip, number, spec.protocol()),
                 FrontendEntry {
+                    service: entry.clone(),
                     port: port.clone(),
                     set: set_index(traffic, IpFamily::of(ip)) as u8,
                 },
@@ -562,12 +595,8 @@ impl Snapshot {
                     2 => (Traffic::External, IpFamily::V4),
                     _ => (Traffic::External, IpFamily::V6),
                 };
-                let service = self
-                    .services
-                    .get(fe.port.service.as_str())
-                    .expect("every frontend's Service is indexed");
                 Ok(Resolved {
-                    service,
+                    service: &fe.service,
                     port: &fe.port,
                     traffic,
                     family,
@@ -610,11 +639,8 @@ impl Snapshot {
 
     #[inline]
     fn frontend(&self, addr: SocketAddr, protocol: Protocol) -> Option<&FrontendEntry> {
-        self.frontends.get(&Frontend {
-            ip: addr.ip(),
-            port: addr.port(),
-            protocol,
-        })
+        self.frontends
+            .get(&Frontend::new(addr.ip(), addr.port(), protocol))
     }
 
     /// `svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.<cluster domain>`.
@@ -646,7 +672,7 @@ impl Snapshot {
         for (key, _) in &changes {
             if let Some(old) = self.services.get(key.as_str()) {
                 for (fe, _, _) in frontends_of(old, node_ips) {
-                    if frontends.get(&fe).is_some_and(|e| e.port.service == *key) {
+                    if frontends.get(&fe).is_some_and(|e| e.owner() == key) {
                         frontends.remove(&fe);
                     }
                 }
@@ -660,19 +686,17 @@ impl Snapshot {
                 services.remove(key.as_str());
                 continue;
             };
+            let entry = Arc::new(entry);
             for (fe, value, origin) in frontends_of(&entry, node_ips) {
-                let kept = self
-                    .frontends
-                    .get(&fe)
-                    .is_some_and(|e| e.port.service == key);
+                let kept = self.frontends.get(&fe).is_some_and(|e| e.owner() == &key);
                 claims.push((!kept, key.clone(), fe, value, origin));
             }
-            services.insert(key, Arc::new(entry));
+            services.insert(key, entry);
         }
         claims.sort_by_key(|c| c.0);
         for (_, key, fe, value, origin) in claims {
             if let Some(existing) = frontends.get(&fe) {
-                if existing.port.service == key {
+                if existing.owner() == &key {
                     // The same Service reaches this address twice (say, an
                     // external IP that is also its load-balancer IP): one entry.
                     continue;
@@ -682,9 +706,9 @@ impl Snapshot {
                     field: origin.to_string(),
                     message: format!(
                         "{}/{} is already used by Service {}",
-                        SocketAddr::new(fe.ip, fe.port),
-                        fe.protocol,
-                        existing.port.service
+                        fe.addr(),
+                        fe.protocol(),
+                        existing.owner()
                     ),
                 });
             }
