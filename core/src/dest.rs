@@ -189,9 +189,10 @@ impl fmt::Display for Destination {
 
 /// Who is connecting.
 ///
-/// `ip` is the client's address. Round robin does not read it; it is carried
-/// so that callers pass it once and keep passing it as policies that use it
-/// (client-IP affinity, hashing) are enabled.
+/// `ip` is the client's address and `key` a hash key the caller chooses (an
+/// HTTP header or cookie value, say). The consistent policies (`maglev`,
+/// `ring-hash`) hash `key` when given, else `ip`; the other policies read
+/// neither.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Client<'a> {
@@ -200,6 +201,8 @@ pub struct Client<'a> {
     /// The namespace a short name (`web`) is relative to, as in a pod's
     /// resolv.conf search path; `default` when unset.
     pub namespace: Option<&'a str>,
+    /// The hash key for consistent policies, instead of the client IP.
+    pub key: Option<&'a [u8]>,
 }
 
 impl<'a> Client<'a> {
@@ -211,6 +214,12 @@ impl<'a> Client<'a> {
     /// Sets the client IP.
     pub fn ip(mut self, ip: IpAddr) -> Self {
         self.ip = Some(ip);
+        self
+    }
+
+    /// Sets the hash key consistent policies use instead of the client IP.
+    pub fn key(mut self, key: &'a [u8]) -> Self {
+        self.key = Some(key);
         self
     }
 

@@ -44,6 +44,7 @@ mod k8s;
 mod mesh;
 mod model;
 mod parse;
+mod policy;
 mod select;
 mod shard;
 mod snapshot;
@@ -58,5 +59,10 @@ pub use model::{
     SessionAffinity, SliceEndpoint, SlicePort, TargetPort, TrafficPolicy, Update,
 };
 pub use parse::{parse, Parsed};
+pub use policy::{
+    LbPolicy, ANNOTATION_LB_POLICY, ANNOTATION_MAGLEV_TABLE_SIZE, ANNOTATION_RING_SIZE,
+    ANNOTATION_WEIGHTS, DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_RING_SIZE, MAX_MAGLEV_TABLE_SIZE,
+    MAX_RING_SIZE, MAX_WEIGHT,
+};
 pub use snapshot::{Endpoint, PortEntry, Resolved, ServiceEntry, Snapshot, Traffic};
 pub use validate::{DEFAULT_NAMESPACE, LABEL_SERVICE_NAME};

@@ -7,6 +7,8 @@ use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::policy::LbPolicy;
+
 // === Enums ===
 
 /// A Service port's protocol.
@@ -230,6 +232,7 @@ pub struct Service {
     pub(crate) publish_not_ready_addresses: bool,
     pub(crate) session_affinity: SessionAffinity,
     pub(crate) traffic_distribution: Option<Arc<str>>,
+    pub(crate) lb_policy: LbPolicy,
 }
 
 impl Service {
@@ -288,6 +291,10 @@ impl Service {
     /// `spec.trafficDistribution`.
     pub fn traffic_distribution(&self) -> Option<&str> {
         self.traffic_distribution.as_deref()
+    }
+    /// The balancing policy (annotation `pobox.io/lb-policy`).
+    pub fn lb_policy(&self) -> LbPolicy {
+        self.lb_policy
     }
     /// The IP families, primary first: `spec.ipFamilies`, or those of the cluster IPs.
     pub fn ip_families(&self) -> &[IpFamily] {
@@ -421,6 +428,8 @@ pub struct SliceEndpoint {
     pub(crate) terminating: bool,
     /// Node, zone and hostname, shared by every endpoint that has the same.
     pub(crate) meta: Option<Arc<EndpointMeta>>,
+    /// From the slice's `pobox.io/weights` annotation; 1 when not given.
+    pub(crate) weight: u32,
     pub(crate) zone_hints: Box<[Arc<str>]>,
     pub(crate) node_hints: Box<[Arc<str>]>,
 }
@@ -453,6 +462,10 @@ impl SliceEndpoint {
     /// `zone`.
     pub fn zone(&self) -> Option<&str> {
         self.meta.as_ref().and_then(|m| m.zone.as_deref())
+    }
+    /// The weight (annotation `pobox.io/weights` on the slice; 1 by default, 0 drains).
+    pub fn weight(&self) -> u32 {
+        self.weight
     }
     /// `hints.forZones[].name`.
     pub fn zone_hints(&self) -> &[Arc<str>] {

@@ -15,6 +15,7 @@ use crate::error::{Error, PickError};
 use crate::model::{
     EndpointMeta, EndpointSlice, IpFamily, Protocol, Service, ServiceKey, ServicePort,
 };
+use crate::policy::{self, random_index, ring_lookup, stable_hash, LbPolicy, Table};
 use crate::select::{self, Candidate, Locality};
 use crate::shard::ShardedMap;
 
@@ -32,6 +33,7 @@ pub struct Endpoint {
     ip: IpAddr,
     port: u16,
     flags: u8,
+    weight: u32,
     meta: Option<Arc<EndpointMeta>>,
 }
 
@@ -48,6 +50,11 @@ impl Endpoint {
     /// The port (from the EndpointSlice).
     pub fn port(&self) -> u16 {
         self.port
+    }
+    /// The weight (1 unless an annotation or the API says otherwise; 0 drains:
+    /// eligible, but never picked).
+    pub fn weight(&self) -> u32 {
+        self.weight
     }
     /// Ready (or the Service publishes not-ready addresses).
     pub fn is_ready(&self) -> bool {
@@ -114,6 +121,12 @@ pub struct PortEntry {
     endpoints: Box<[Endpoint]>,
     /// Indices into `endpoints`, by `set_index(traffic, family)`.
     sets: [Box<[u32]>; 4],
+    policy: LbPolicy,
+    /// Per set: the members picks choose from (the eligible endpoints of
+    /// weight > 0), when that differs from the set.
+    members: [Option<Box<[u32]>>; 4],
+    /// Per set: the policy's table over its members.
+    tables: [Table; 4],
 }
 
 impl PortEntry {
@@ -145,14 +158,36 @@ impl PortEntry {
         }
     }
 
+    /// The balancing policy.
+    pub fn policy(&self) -> LbPolicy {
+        self.policy
+    }
+
     #[inline]
-    fn pick(&self, set: usize) -> Option<&Endpoint> {
-        let entries = &self.sets[set];
-        if entries.is_empty() {
+    fn members(&self, set: usize) -> &[u32] {
+        self.members[set].as_deref().unwrap_or(&self.sets[set])
+    }
+
+    #[inline]
+    fn pick(&self, set: usize, client: &Client<'_>) -> Option<&Endpoint> {
+        let members = self.members(set);
+        if members.is_empty() {
             return None;
         }
-        let i = self.slot.next(set, entries.len());
-        Some(&self.endpoints[entries[i] as usize])
+        let at = match &self.tables[set] {
+            Table::Members if self.policy == LbPolicy::Random => random_index(members.len()),
+            Table::Members => self.slot.next(set, members.len()),
+            Table::Sequence(seq) => seq[self.slot.next(set, seq.len())] as usize,
+            Table::Maglev(table) => match hash_key(client) {
+                Some(h) => table[(h % table.len() as u64) as usize] as usize,
+                None => self.slot.next(set, members.len()),
+            },
+            Table::Ring(ring) => match hash_key(client) {
+                Some(h) => ring_lookup(ring, h) as usize,
+                None => self.slot.next(set, members.len()),
+            },
+        };
+        Some(&self.endpoints[members[at] as usize])
     }
 }
 
@@ -406,6 +441,7 @@ fn build_port<'a>(
                         ip: ep.address(),
                         port: number,
                         flags,
+                        weight: ep.weight(),
                         meta: ep.meta.clone(),
                     },
                     zone_hints: ep.zone_hints(),
@@ -463,12 +499,40 @@ fn build_port<'a>(
             ));
         }
     }
+    let endpoints: Box<[Endpoint]> = merged.into_iter().map(|m| m.endpoint).collect();
+    let policy = service.lb_policy();
+    let mut members: [Option<Box<[u32]>>; 4] = Default::default();
+    let mut tables: [Table; 4] = [
+        Table::Members,
+        Table::Members,
+        Table::Members,
+        Table::Members,
+    ];
+    for (i, set) in sets.iter().enumerate() {
+        if set.iter().any(|&e| endpoints[e as usize].weight == 0) {
+            members[i] = Some(
+                set.iter()
+                    .copied()
+                    .filter(|&e| endpoints[e as usize].weight > 0)
+                    .collect(),
+            );
+        }
+        let of = members[i].as_deref().unwrap_or(set);
+        let weighted: Vec<(SocketAddr, u32)> = of
+            .iter()
+            .map(|&e| (endpoints[e as usize].addr(), endpoints[e as usize].weight))
+            .collect();
+        tables[i] = policy::build(policy, &weighted);
+    }
     PortEntry {
         service: service.key().clone(),
         spec: spec.clone(),
         slot,
-        endpoints: merged.into_iter().map(|m| m.endpoint).collect(),
+        endpoints,
         sets,
+        policy,
+        members,
+        tables,
     }
 }
 
@@ -516,11 +580,12 @@ impl<'s> Resolved<'s> {
         self.port.eligible(self.traffic, self.family)
     }
 
-    /// Picks one eligible endpoint (round robin), or says why there is none.
+    /// Picks one eligible endpoint by the Service's policy, or says why
+    /// there is none.
     #[inline]
-    pub fn pick(&self) -> Result<&'s Endpoint, PickError> {
+    pub fn pick(&self, client: &Client<'_>) -> Result<&'s Endpoint, PickError> {
         self.port
-            .pick(set_index(self.traffic, self.family))
+            .pick(set_index(self.traffic, self.family), client)
             .ok_or_else(|| PickError::NoEndpoints {
                 service: self.port.service.to_string(),
                 port: self.port.label(),
@@ -634,7 +699,7 @@ impl Snapshot {
     /// Resolves a destination and picks an eligible endpoint.
     #[inline]
     pub fn pick(&self, dest: &Destination, client: &Client<'_>) -> Result<&Endpoint, PickError> {
-        self.resolve(dest, client)?.pick()
+        self.resolve(dest, client)?.pick(client)
     }
 
     #[inline]
@@ -720,6 +785,17 @@ impl Snapshot {
             services,
             frontends,
         })
+    }
+}
+
+/// The hash key of a client for the consistent policies.
+#[inline]
+fn hash_key(client: &Client<'_>) -> Option<u64> {
+    match (client.key, client.ip) {
+        (Some(key), _) => Some(stable_hash(key, 2)),
+        (None, Some(IpAddr::V4(v4))) => Some(stable_hash(&v4.octets(), 2)),
+        (None, Some(IpAddr::V6(v6))) => Some(stable_hash(&v6.octets(), 2)),
+        (None, None) => None,
     }
 }
 

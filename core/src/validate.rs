@@ -3,7 +3,7 @@
 //! the object and field (`Service default/web: spec.ports[1].port: 70000 is out
 //! of range 1-65535`).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -12,6 +12,11 @@ use crate::k8s;
 use crate::model::{
     EndpointMeta, EndpointSlice, IpFamily, Protocol, Service, ServiceKey, ServicePort, ServiceType,
     SessionAffinity, SliceEndpoint, SlicePort, TargetPort, TrafficPolicy,
+};
+use crate::policy::{
+    is_prime, LbPolicy, ANNOTATION_LB_POLICY, ANNOTATION_MAGLEV_TABLE_SIZE, ANNOTATION_RING_SIZE,
+    ANNOTATION_WEIGHTS, DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_RING_SIZE, MAX_MAGLEV_TABLE_SIZE,
+    MAX_RING_SIZE, MAX_WEIGHT,
 };
 
 /// The namespace of an object that has none (as `kubectl create --dry-run`
@@ -562,6 +567,8 @@ pub(crate) fn service(raw: k8s::Service) -> Result<Service, Error> {
         }
     };
 
+    let lb_policy = lb_policy(&object, raw.metadata.annotations.as_ref())?;
+
     Ok(Service {
         key: ServiceKey::new(&namespace, &name),
         service_type,
@@ -578,7 +585,93 @@ pub(crate) fn service(raw: k8s::Service) -> Result<Service, Error> {
         publish_not_ready_addresses: spec.publish_not_ready_addresses.unwrap_or(false),
         session_affinity,
         traffic_distribution,
+        lb_policy,
     })
+}
+
+fn annotation_field(key: &str) -> String {
+    format!("metadata.annotations[{key}]")
+}
+
+/// The balancing policy from a Service's annotations.
+fn lb_policy(
+    object: &str,
+    annotations: Option<&BTreeMap<String, String>>,
+) -> Result<LbPolicy, Error> {
+    let get = |k: &str| annotations.and_then(|a| a.get(k)).map(String::as_str);
+    let number = |key: &str, default: u32, max: u32| -> Result<u32, Error> {
+        match get(key) {
+            None => Ok(default),
+            Some(v) => match v.trim().parse::<u32>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(Error::invalid(
+                    object,
+                    annotation_field(key),
+                    format!("{v:?} is not a number in 1-{max}"),
+                )),
+            },
+        }
+    };
+    let table_size = number(
+        ANNOTATION_MAGLEV_TABLE_SIZE,
+        DEFAULT_MAGLEV_TABLE_SIZE,
+        MAX_MAGLEV_TABLE_SIZE,
+    )?;
+    if !is_prime(table_size) {
+        return Err(Error::invalid(
+            object,
+            annotation_field(ANNOTATION_MAGLEV_TABLE_SIZE),
+            format!("{table_size} is not a prime: a Maglev table size must be prime (e.g. 65537, 655373)"),
+        ));
+    }
+    let ring_size = number(ANNOTATION_RING_SIZE, DEFAULT_RING_SIZE, MAX_RING_SIZE)?;
+    match get(ANNOTATION_LB_POLICY) {
+        None | Some("round-robin") => Ok(LbPolicy::RoundRobin),
+        Some("random") => Ok(LbPolicy::Random),
+        Some("weighted-round-robin") => Ok(LbPolicy::WeightedRoundRobin),
+        Some("maglev") => Ok(LbPolicy::Maglev { table_size }),
+        Some("ring-hash") => Ok(LbPolicy::RingHash { ring_size }),
+        Some(other) => Err(Error::invalid(
+            object,
+            annotation_field(ANNOTATION_LB_POLICY),
+            format!("unsupported value {other:?}: supported values are \"maglev\", \"random\", \"ring-hash\", \"round-robin\", \"weighted-round-robin\""),
+        )),
+    }
+}
+
+/// Endpoint weights from a slice's `pobox.io/weights` annotation.
+fn slice_weights(
+    object: &str,
+    annotations: Option<&BTreeMap<String, String>>,
+    family: IpFamily,
+) -> Result<HashMap<IpAddr, u32>, Error> {
+    let Some(text) = annotations.and_then(|a| a.get(ANNOTATION_WEIGHTS)) else {
+        return Ok(HashMap::new());
+    };
+    let field = annotation_field(ANNOTATION_WEIGHTS);
+    let bad = |m: String| Error::invalid(object, &field, m);
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
+        .map_err(|e| bad(format!("not a JSON object from address to weight: {e}")))?;
+    let mut weights = HashMap::with_capacity(map.len());
+    for (k, v) in map {
+        let ip = parse_ip(&k).map_err(&bad)?;
+        if IpFamily::of(ip) != family {
+            return Err(bad(format!(
+                "{ip} is not an {} address, as addressType requires",
+                family.as_str()
+            )));
+        }
+        let w = v
+            .as_u64()
+            .filter(|w| *w <= MAX_WEIGHT as u64)
+            .ok_or_else(|| {
+                bad(format!(
+                    "the weight of {ip}, {v}, is not a whole number in 0-{MAX_WEIGHT}"
+                ))
+            })?;
+        weights.insert(ip, w as u32);
+    }
+    Ok(weights)
 }
 
 // === EndpointSlice ===
@@ -702,6 +795,7 @@ pub(crate) fn endpoint_slice(
         });
     }
 
+    let weights = slice_weights(&object, raw.metadata.annotations.as_ref(), family)?;
     let raw_endpoints = raw.endpoints.unwrap_or_default();
     if raw_endpoints.len() > MAX_SLICE_ENDPOINTS {
         return Err(inv(
@@ -780,11 +874,21 @@ pub(crate) fn endpoint_slice(
             serving: conditions.serving.unwrap_or(true),
             terminating: conditions.terminating.unwrap_or(false),
             meta: interner.meta(node_name, zone, hostname),
+            weight: address.and_then(|a| weights.get(&a).copied()).unwrap_or(1),
             zone_hints,
             node_hints,
         });
     }
 
+    for ip in weights.keys() {
+        if !endpoints.iter().any(|e: &SliceEndpoint| e.address == *ip) {
+            return Err(Error::invalid(
+                &object,
+                annotation_field(ANNOTATION_WEIGHTS),
+                format!("{ip} is not an address of this slice's endpoints"),
+            ));
+        }
+    }
     let labels = raw.metadata.labels.unwrap_or_default();
     let service = match labels.get(LABEL_SERVICE_NAME).map(String::as_str) {
         None | Some("") => None,

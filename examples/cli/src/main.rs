@@ -32,7 +32,9 @@ options:
 commands:
   services [--json]                                 every Service, with ready/total endpoints
   endpoints DEST [--all] [--json]                   the eligible endpoints for DEST (--all: every known one)
-  resolve DEST [--client IP] [--count N] [--json]   N picks, one per line
+  resolve DEST [--client IP] [--key K] [--count N] [--json]
+                                                    N picks, one per line (--client and --key
+                                                    feed the maglev and ring-hash policies)
 
 DEST: IP:PORT, [IPv6]:PORT, or a Service name (svc, svc.ns, svc.ns.svc,
 svc.ns.svc.cluster.local) with :PORT or :PORT-NAME (optional when the Service
@@ -81,6 +83,7 @@ struct Args {
     all: bool,
     client: Option<IpAddr>,
     count: Option<u64>,
+    key: Option<String>,
 }
 
 fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, Fail> {
@@ -125,6 +128,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, Fa
                         Fail::usage(format!("--client {v:?} is not an IP address"))
                     })?);
             }
+            "--key" => args.key = Some(value(&flag)?),
             "--count" => {
                 let v = value(&flag)?;
                 args.count = Some(v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
@@ -474,10 +478,13 @@ fn resolve(mesh: &Mesh, dest: &Destination, args: &Args) -> Result<String, Fail>
     if let Some(ip) = args.client {
         client = client.ip(ip);
     }
+    if let Some(key) = &args.key {
+        client = client.key(key.as_bytes());
+    }
     let resolved = snapshot.resolve(dest, &client)?;
     let mut s = String::new();
     for _ in 0..args.count.unwrap_or(1) {
-        let endpoint = resolved.pick()?;
+        let endpoint = resolved.pick(&client)?;
         if args.json {
             let v = json!({
                 "endpoint": endpoint.addr().to_string(),

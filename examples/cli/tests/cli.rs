@@ -385,3 +385,61 @@ fn help_and_version() {
     assert!(ok(pobox(&["--help"])).contains("usage: pobox"));
     assert!(ok(pobox(&["--version"])).starts_with("pobox "));
 }
+
+#[test]
+fn resolve_key_feeds_consistent_policies() {
+    let input = br#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: cache
+  namespace: default
+  annotations: {pobox.io/lb-policy: maglev}
+spec: {clusterIP: 10.96.7.7, ports: [{port: 6379}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: cache-1
+  namespace: default
+  labels: {kubernetes.io/service-name: cache}
+addressType: IPv4
+ports: [{port: 6379}]
+endpoints:
+- addresses: [10.2.0.1]
+- addresses: [10.2.0.2]
+- addresses: [10.2.0.3]
+- addresses: [10.2.0.4]
+"#;
+    for args in [
+        &[
+            "-f", "-", "resolve", "cache", "--key", "user-17", "--count", "6",
+        ][..],
+        &[
+            "-f",
+            "-",
+            "resolve",
+            "10.96.7.7:6379",
+            "--client",
+            "192.0.2.44",
+            "--count",
+            "6",
+        ][..],
+    ] {
+        let o = pobox_stdin(args, input);
+        let out = ok(o);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 6);
+        assert!(lines.iter().all(|l| *l == lines[0]), "{args:?}: {lines:?}");
+    }
+    // Different keys spread over the endpoints.
+    let mut seen = std::collections::BTreeSet::new();
+    for k in 0..40 {
+        let key = format!("user-{k}");
+        seen.insert(ok(pobox_stdin(
+            &["-f", "-", "resolve", "cache", "--key", &key],
+            input,
+        )));
+    }
+    assert_eq!(seen.len(), 4, "{seen:?}");
+}

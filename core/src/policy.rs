@@ -1,0 +1,378 @@
+//! Balancing policies: how a pick chooses among a set's pickable endpoints.
+//!
+//! Chosen per Service by the annotation `pobox.io/lb-policy` (default
+//! `round-robin`). Every table is built when the snapshot is built, off the
+//! pick path; a pick reads one table entry.
+//!
+//! | policy | pick | weights |
+//! |---|---|---|
+//! | `round-robin` | next in address order, per thread | 0 drains |
+//! | `random` | uniform, per-thread generator (kube-proxy iptables mode) | 0 drains |
+//! | `weighted-round-robin` | next in a precomputed smooth weighted sequence (nginx's algorithm: no bursts) | yes |
+//! | `maglev` | Maglev lookup table of a prime size (`pobox.io/maglev-table-size`, default 65537), keyed by the hash key | yes |
+//! | `ring-hash` | Ketama-style ring (`pobox.io/ring-size` points, default 65536), keyed by the hash key | yes |
+//!
+//! The hash key is the caller's key ([`crate::Client::key`]) or else the
+//! client IP; a consistent policy with neither falls back to round robin.
+//! Tables depend only on the endpoints' addresses and weights, never on the
+//! order they arrived in, so every process builds the same table.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+/// The annotation that chooses a Service's policy.
+pub const ANNOTATION_LB_POLICY: &str = "pobox.io/lb-policy";
+/// The annotation that sizes a Maglev table (a prime).
+pub const ANNOTATION_MAGLEV_TABLE_SIZE: &str = "pobox.io/maglev-table-size";
+/// The annotation that sizes a hash ring (points in all).
+pub const ANNOTATION_RING_SIZE: &str = "pobox.io/ring-size";
+/// The EndpointSlice annotation giving endpoint weights, as a JSON object
+/// from address to weight (0..=10000; 0 drains): `{"10.1.2.3": 5}`.
+pub const ANNOTATION_WEIGHTS: &str = "pobox.io/weights";
+
+/// The default Maglev table size (the Maglev paper's and Envoy's).
+pub const DEFAULT_MAGLEV_TABLE_SIZE: u32 = 65537;
+/// The largest Maglev table size accepted.
+pub const MAX_MAGLEV_TABLE_SIZE: u32 = 5_000_011;
+/// The default number of points on a hash ring.
+pub const DEFAULT_RING_SIZE: u32 = 65536;
+/// The largest ring accepted (Envoy's maximum).
+pub const MAX_RING_SIZE: u32 = 8_388_608;
+/// The largest endpoint weight.
+pub const MAX_WEIGHT: u32 = 10_000;
+/// The longest smooth weighted sequence built; larger weight sums are scaled
+/// down proportionally to fit.
+const MAX_SEQUENCE: u64 = 1 << 16;
+
+/// A Service's balancing policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum LbPolicy {
+    /// Next endpoint in address order (the default).
+    #[default]
+    RoundRobin,
+    /// Uniformly at random.
+    Random,
+    /// Smooth weighted round robin.
+    WeightedRoundRobin,
+    /// Maglev consistent hashing with a table of `table_size` (prime) entries.
+    Maglev {
+        /// Entries in the lookup table.
+        table_size: u32,
+    },
+    /// Ketama-style consistent hashing with `ring_size` points.
+    RingHash {
+        /// Points on the ring.
+        ring_size: u32,
+    },
+}
+
+impl LbPolicy {
+    /// The annotation value naming the policy.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LbPolicy::RoundRobin => "round-robin",
+            LbPolicy::Random => "random",
+            LbPolicy::WeightedRoundRobin => "weighted-round-robin",
+            LbPolicy::Maglev { .. } => "maglev",
+            LbPolicy::RingHash { .. } => "ring-hash",
+        }
+    }
+
+    /// Whether the policy hashes a key (and so keeps a client on one endpoint).
+    pub fn is_consistent(&self) -> bool {
+        matches!(self, LbPolicy::Maglev { .. } | LbPolicy::RingHash { .. })
+    }
+}
+
+impl fmt::Display for LbPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+pub(crate) fn is_prime(n: u32) -> bool {
+    if n < 2 {
+        return false;
+    }
+    let n = n as u64;
+    let mut d = 2u64;
+    while d * d <= n {
+        if n % d == 0 {
+            return false;
+        }
+        d += 1;
+    }
+    true
+}
+
+// === hashing: fixed, so every process builds the same tables ===
+
+/// 64-bit FNV-1a finished with murmur3's `fmix64`: stable across processes,
+/// platforms and releases (unlike `std`'s seeded hashers).
+pub(crate) fn stable_hash(bytes: &[u8], seed: u64) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+fn endpoint_name(addr: SocketAddr) -> String {
+    addr.to_string()
+}
+
+// === tables ===
+
+/// What a pick reads, per eligible set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Table {
+    /// Round robin or random over `members`.
+    Members,
+    /// A cycle of positions in `members`.
+    Sequence(Box<[u32]>),
+    /// Maglev: position in `members` for each slot of the table.
+    Maglev(Box<[u32]>),
+    /// Ring: (point hash, position in `members`), sorted by hash.
+    Ring(Box<[(u64, u32)]>),
+}
+
+/// Builds the table for `members` (addresses and weights, weights > 0, in
+/// address order).
+pub(crate) fn build(policy: LbPolicy, members: &[(SocketAddr, u32)]) -> Table {
+    if members.is_empty() {
+        return Table::Members;
+    }
+    match policy {
+        LbPolicy::RoundRobin | LbPolicy::Random => Table::Members,
+        LbPolicy::WeightedRoundRobin => Table::Sequence(smooth_sequence(members)),
+        LbPolicy::Maglev { table_size } => Table::Maglev(maglev(members, table_size)),
+        LbPolicy::RingHash { ring_size } => Table::Ring(ring(members, ring_size)),
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// nginx's smooth weighted round robin, unrolled into one period: each step
+/// adds every weight to its current value, picks the largest (first on a
+/// tie) and takes the total from it.
+fn smooth_sequence(members: &[(SocketAddr, u32)]) -> Box<[u32]> {
+    let g = members.iter().fold(0u64, |g, m| gcd(g, m.1 as u64));
+    let mut weights: Vec<u64> = members.iter().map(|m| m.1 as u64 / g).collect();
+    let mut total: u64 = weights.iter().sum();
+    if total > MAX_SEQUENCE {
+        // Scale down, keeping every member at least once.
+        for w in &mut weights {
+            *w = ((*w * MAX_SEQUENCE) / total).max(1);
+        }
+        total = weights.iter().sum();
+    }
+    let mut current = vec![0i64; weights.len()];
+    let mut out = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for i in 0..weights.len() {
+            current[i] += weights[i] as i64;
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total as i64;
+        out.push(best as u32);
+    }
+    out.into_boxed_slice()
+}
+
+/// The Maglev lookup table (Eisenbud et al., NSDI 2016), weighted as Envoy
+/// weights it: a member of weight w takes a turn in a round only when
+/// `round * w` has caught up with its target, so turns are proportional to
+/// weight.
+fn maglev(members: &[(SocketAddr, u32)], size: u32) -> Box<[u32]> {
+    let m = size as u64;
+    let max_weight = members.iter().map(|e| e.1 as u64).max().unwrap_or(1);
+    struct Entry {
+        offset: u64,
+        skip: u64,
+        next: u64,
+        weight: u64,
+        target: u64,
+    }
+    let mut entries: Vec<Entry> = members
+        .iter()
+        .map(|(addr, weight)| {
+            let name = endpoint_name(*addr);
+            Entry {
+                offset: stable_hash(name.as_bytes(), 0) % m,
+                skip: stable_hash(name.as_bytes(), 1) % (m - 1) + 1,
+                next: 0,
+                weight: *weight as u64,
+                target: 0,
+            }
+        })
+        .collect();
+    const EMPTY: u32 = u32::MAX;
+    let mut table = vec![EMPTY; size as usize];
+    let mut filled = 0u64;
+    let mut round = 1u64;
+    while filled < m {
+        for (i, e) in entries.iter_mut().enumerate() {
+            if filled == m {
+                break;
+            }
+            if round * e.weight < e.target {
+                continue;
+            }
+            e.target += max_weight;
+            let mut c = (e.offset + e.next * e.skip) % m;
+            while table[c as usize] != EMPTY {
+                e.next += 1;
+                c = (e.offset + e.next * e.skip) % m;
+            }
+            table[c as usize] = i as u32;
+            e.next += 1;
+            filled += 1;
+        }
+        round += 1;
+    }
+    table.into_boxed_slice()
+}
+
+/// A Ketama-style ring: each member gets points in proportion to its weight
+/// (at least one), at the hashes of `"<ip:port>_<n>"`.
+fn ring(members: &[(SocketAddr, u32)], size: u32) -> Box<[(u64, u32)]> {
+    let total: u64 = members.iter().map(|m| m.1 as u64).sum();
+    let mut points = Vec::with_capacity(size as usize + members.len());
+    for (i, (addr, weight)) in members.iter().enumerate() {
+        let share = ((size as u64 * *weight as u64) / total).max(1);
+        let name = endpoint_name(*addr);
+        for n in 0..share {
+            let point = format!("{name}_{n}");
+            points.push((stable_hash(point.as_bytes(), 0), i as u32));
+        }
+    }
+    points.sort_unstable();
+    points.into_boxed_slice()
+}
+
+/// The position in `members` for a hash key on a ring.
+pub(crate) fn ring_lookup(ring: &[(u64, u32)], key: u64) -> u32 {
+    let i = ring.partition_point(|p| p.0 < key);
+    ring[if i == ring.len() { 0 } else { i }].1
+}
+
+// === per-thread randomness ===
+
+thread_local! {
+    static RNG: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// A uniform index in `0..len` from this thread's xorshift generator, seeded
+/// from the thread's address space on first use.
+pub(crate) fn random_index(len: usize) -> usize {
+    RNG.with(|rng| {
+        let mut x = rng.get();
+        if x == 0 {
+            x = stable_hash(&(rng as *const _ as usize).to_le_bytes(), 7) | 1;
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        rng.set(x);
+        // Lemire's multiply-shift: unbiased enough for balancing, no division.
+        ((x as u128 * len as u128) >> 64) as usize
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members(weights: &[u32]) -> Vec<(SocketAddr, u32)> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (SocketAddr::from(([10, 0, 0, i as u8 + 1], 80)), *w))
+            .collect()
+    }
+
+    #[test]
+    fn primes() {
+        assert!(is_prime(65537));
+        assert!(is_prime(2));
+        assert!(!is_prime(65536));
+        assert!(!is_prime(1));
+        assert!(!is_prime(9));
+    }
+
+    #[test]
+    fn smooth_weighted_sequence_is_nginx_s() {
+        // nginx's documented example: weights 5, 1, 1 give a a b a c a a.
+        let seq = smooth_sequence(&members(&[5, 1, 1]));
+        assert_eq!(&*seq, &[0, 0, 1, 0, 2, 0, 0]);
+        // Equal weights reduce to plain round robin.
+        assert_eq!(&*smooth_sequence(&members(&[3, 3, 3])), &[0, 1, 2]);
+    }
+
+    #[test]
+    fn maglev_table_is_full_and_weighted() {
+        let t = maglev(&members(&[1, 1, 2]), 65537);
+        let mut counts = [0u32; 3];
+        for &i in t.iter() {
+            counts[i as usize] += 1;
+        }
+        assert_eq!(counts.iter().sum::<u32>(), 65537);
+        let share = |c: u32| c as f64 / 65537.0;
+        assert!((share(counts[2]) - 0.5).abs() < 0.01, "{counts:?}");
+        assert!((share(counts[0]) - 0.25).abs() < 0.01, "{counts:?}");
+    }
+
+    #[test]
+    fn maglev_equal_weights_fill_within_one_entry() {
+        // Each round gives every member one entry, so shares differ by at
+        // most one: N = 1000, M = 65537 gives 65 or 66 entries each.
+        let members: Vec<(SocketAddr, u32)> = (0..1000u32)
+            .map(|i| {
+                (
+                    SocketAddr::from(([10, 1, (i / 250) as u8, (i % 250) as u8 + 1], 8080)),
+                    1,
+                )
+            })
+            .collect();
+        let t = maglev(&members, 65537);
+        let mut counts = vec![0u32; 1000];
+        for &i in t.iter() {
+            counts[i as usize] += 1;
+        }
+        assert_eq!(counts.iter().min(), Some(&65));
+        assert_eq!(counts.iter().max(), Some(&66));
+    }
+
+    #[test]
+    fn ring_points_follow_weights() {
+        let r = ring(&members(&[1, 3]), 4000);
+        let heavy = r.iter().filter(|p| p.1 == 1).count();
+        assert_eq!(r.len(), 4000);
+        assert_eq!(heavy, 3000);
+        assert!(r.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(ring_lookup(&r, u64::MAX), r[0].1, "wraps around");
+    }
+
+    #[test]
+    fn random_index_is_in_range() {
+        for len in [1usize, 2, 7, 1000] {
+            for _ in 0..1000 {
+                assert!(random_index(len) < len);
+            }
+        }
+    }
+}
