@@ -55,6 +55,11 @@ impl Slot {
         Slot { id, generation }
     }
 
+    /// The id and generation: unique among all slots that ever lived.
+    pub(crate) fn identity(&self) -> (u32, u32) {
+        (self.id, self.generation)
+    }
+
     /// The next index in `0..len` for this thread in `lane` (`len` > 0,
     /// `lane` < [`LANES`]).
     #[inline]

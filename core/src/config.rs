@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 
+use crate::affinity::DEFAULT_AFFINITY_CAPACITY;
 use crate::error::Error;
 use crate::validate::is_dns1123_subdomain;
 
@@ -24,6 +25,7 @@ pub struct MeshConfig {
     zone: Option<String>,
     node_ips: Vec<IpAddr>,
     cluster_domain: String,
+    affinity_capacity: usize,
 }
 
 impl Default for MeshConfig {
@@ -33,6 +35,7 @@ impl Default for MeshConfig {
             zone: None,
             node_ips: Vec::new(),
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_owned(),
+            affinity_capacity: DEFAULT_AFFINITY_CAPACITY,
         }
     }
 }
@@ -68,6 +71,18 @@ impl MeshConfig {
     pub fn cluster_domain(mut self, domain: impl Into<String>) -> Self {
         self.cluster_domain = domain.into();
         self
+    }
+
+    /// The most session-affinity entries kept (default 262,144); past it the
+    /// least recently used entry is evicted.
+    pub fn affinity_capacity(mut self, entries: usize) -> Self {
+        self.affinity_capacity = entries;
+        self
+    }
+
+    /// The session-affinity capacity.
+    pub fn affinity_capacity_entries(&self) -> usize {
+        self.affinity_capacity
     }
 
     /// The configured node name.
@@ -113,6 +128,11 @@ impl MeshConfig {
             )));
         }
         self.cluster_domain = domain;
+        if self.affinity_capacity == 0 {
+            return Err(Error::Config(
+                "the affinity capacity must be at least 1 entry".to_owned(),
+            ));
+        }
         for ip in &self.node_ips {
             if ip.is_unspecified() {
                 return Err(Error::Config(format!(

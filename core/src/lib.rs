@@ -35,6 +35,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod affinity;
 mod balance;
 mod config;
 mod dest;
@@ -50,6 +51,7 @@ mod shard;
 mod snapshot;
 mod validate;
 
+pub use affinity::{Clock, ManualClock, SystemClock, DEFAULT_AFFINITY_CAPACITY};
 pub use config::{MeshConfig, DEFAULT_CLUSTER_DOMAIN};
 pub use dest::{Client, Destination, PortRef};
 pub use error::{Error, PickError};

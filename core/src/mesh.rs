@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 
+use crate::affinity::{Affinity, Clock, SystemClock};
 use crate::balance::Slot;
 use crate::config::MeshConfig;
 use crate::dest::{Client, Destination};
@@ -115,10 +116,16 @@ impl std::fmt::Debug for Mesh {
 impl Mesh {
     /// An empty mesh for the given node.
     pub fn new(config: MeshConfig) -> Result<Mesh, Error> {
+        Mesh::with_clock(config, Arc::new(SystemClock::default()))
+    }
+
+    /// An empty mesh whose session-affinity timeouts read `clock`.
+    pub fn with_clock(config: MeshConfig, clock: Arc<dyn Clock>) -> Result<Mesh, Error> {
         let config = Arc::new(config.validated()?);
+        let affinity = Arc::new(Affinity::new(config.affinity_capacity_entries(), clock));
         Ok(Mesh {
             shared: Arc::new(Shared {
-                current: ArcSwap::from_pointee(Snapshot::empty(config.clone())),
+                current: ArcSwap::from_pointee(Snapshot::empty(config.clone(), affinity)),
                 config,
                 store: Mutex::new(Store::default()),
             }),
@@ -200,6 +207,12 @@ impl Mesh {
     /// The current snapshot. Hold it as long as needed; it never changes.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.shared.current.load_full()
+    }
+
+    /// The number of session-affinity bindings held (at most the configured
+    /// capacity).
+    pub fn affinity_entries(&self) -> usize {
+        self.shared.current.load().affinity_entries()
     }
 
     /// The current snapshot version.

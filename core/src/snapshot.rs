@@ -7,13 +7,16 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
+use crate::affinity::{self, Affinity};
 use crate::balance::Slot;
 use crate::config::MeshConfig;
 use crate::dest::{Client, Destination, PortRef};
 use crate::error::{Error, PickError};
 use crate::model::{
     EndpointMeta, EndpointSlice, IpFamily, Protocol, Service, ServiceKey, ServicePort,
+    SessionAffinity,
 };
 use crate::policy::{self, random_index, ring_lookup, stable_hash, LbPolicy, Table};
 use crate::select::{self, Candidate, Locality};
@@ -122,6 +125,8 @@ pub struct PortEntry {
     /// Indices into `endpoints`, by `set_index(traffic, family)`.
     sets: [Box<[u32]>; 4],
     policy: LbPolicy,
+    /// `sessionAffinity: ClientIP` timeout.
+    affinity: Option<Duration>,
     /// Per set: the members picks choose from (the eligible endpoints of
     /// weight > 0), when that differs from the set.
     members: [Option<Box<[u32]>>; 4],
@@ -161,6 +166,20 @@ impl PortEntry {
     /// The balancing policy.
     pub fn policy(&self) -> LbPolicy {
         self.policy
+    }
+
+    /// The member of `set` at `addr`, if there is one (members are in
+    /// address order).
+    fn member(&self, set: usize, addr: SocketAddr) -> Option<&Endpoint> {
+        let key = (addr.ip(), addr.port());
+        let members = self.members(set);
+        members
+            .binary_search_by(|&i| {
+                let e = &self.endpoints[i as usize];
+                (e.ip, e.port).cmp(&key)
+            })
+            .ok()
+            .map(|at| &self.endpoints[members[at] as usize])
     }
 
     #[inline]
@@ -531,6 +550,12 @@ fn build_port<'a>(
         endpoints,
         sets,
         policy,
+        affinity: match service.session_affinity() {
+            SessionAffinity::ClientIp { timeout_seconds } => {
+                Some(Duration::from_secs(timeout_seconds as u64))
+            }
+            SessionAffinity::None => None,
+        },
         members,
         tables,
     }
@@ -548,6 +573,8 @@ pub struct Snapshot {
     /// load-balancer IP and external IP. One owner per frontend: a second
     /// Service claiming one is refused at apply time.
     frontends: ShardedMap<Frontend, FrontendEntry>,
+    /// Session-affinity bindings, shared by every snapshot of the mesh.
+    affinity: Arc<Affinity>,
 }
 
 impl fmt::Debug for Snapshot {
@@ -572,6 +599,7 @@ pub struct Resolved<'s> {
     pub traffic: Traffic,
     /// The IP family of the eligible set.
     pub family: IpFamily,
+    affinity: &'s Affinity,
 }
 
 impl<'s> Resolved<'s> {
@@ -580,12 +608,38 @@ impl<'s> Resolved<'s> {
         self.port.eligible(self.traffic, self.family)
     }
 
-    /// Picks one eligible endpoint by the Service's policy, or says why
-    /// there is none.
+    /// Picks one eligible endpoint by the Service's policy (and its
+    /// `ClientIP` session affinity, when the client IP is known), or says
+    /// why there is none.
     #[inline]
     pub fn pick(&self, client: &Client<'_>) -> Result<&'s Endpoint, PickError> {
+        let set = set_index(self.traffic, self.family);
+        let port: &'s PortEntry = self.port;
+        if let (Some(timeout), Some(ip)) = (port.affinity, client.ip) {
+            let key = affinity::Key {
+                slot: port.slot.identity(),
+                lane: set as u8,
+                client: ip,
+            };
+            if let Some(addr) = self
+                .affinity
+                .get(&key, timeout, |a| port.member(set, a).is_some())
+            {
+                if let Some(endpoint) = port.member(set, addr) {
+                    return Ok(endpoint);
+                }
+            }
+            let endpoint = self.pick_by_policy(set, client)?;
+            self.affinity.insert(key, endpoint.addr());
+            return Ok(endpoint);
+        }
+        self.pick_by_policy(set, client)
+    }
+
+    #[inline]
+    fn pick_by_policy(&self, set: usize, client: &Client<'_>) -> Result<&'s Endpoint, PickError> {
         self.port
-            .pick(set_index(self.traffic, self.family), client)
+            .pick(set, client)
             .ok_or_else(|| PickError::NoEndpoints {
                 service: self.port.service.to_string(),
                 port: self.port.label(),
@@ -594,10 +648,11 @@ impl<'s> Resolved<'s> {
 }
 
 impl Snapshot {
-    pub(crate) fn empty(config: Arc<MeshConfig>) -> Snapshot {
+    pub(crate) fn empty(config: Arc<MeshConfig>, affinity: Arc<Affinity>) -> Snapshot {
         Snapshot {
             version: 0,
             config,
+            affinity,
             services: ShardedMap::default(),
             frontends: ShardedMap::default(),
         }
@@ -611,6 +666,10 @@ impl Snapshot {
     /// The configuration this snapshot was built for.
     pub fn config(&self) -> &MeshConfig {
         &self.config
+    }
+
+    pub(crate) fn affinity_entries(&self) -> usize {
+        self.affinity.len()
     }
 
     /// The number of Services.
@@ -665,6 +724,7 @@ impl Snapshot {
                     port: &fe.port,
                     traffic,
                     family,
+                    affinity: &self.affinity,
                 })
             }
             Destination::Name {
@@ -691,6 +751,7 @@ impl Snapshot {
                     port,
                     traffic: Traffic::Internal,
                     family: entry.family,
+                    affinity: &self.affinity,
                 })
             }
         }
@@ -782,6 +843,7 @@ impl Snapshot {
         Ok(Snapshot {
             version: self.version + 1,
             config: self.config.clone(),
+            affinity: self.affinity.clone(),
             services,
             frontends,
         })

@@ -1,0 +1,322 @@
+//! Session affinity (`sessionAffinity: ClientIP`), with kube-proxy's
+//! semantics and the fixes users asked of others:
+//!
+//! * keyed by client IP per service port (and per eligible set: the same
+//!   client reaching the port by cluster IP and by node port has two entries);
+//! * the timer restarts on every pick;
+//! * an entry whose endpoint is no longer pickable (removed, not ready,
+//!   terminating while ready peers exist, drained, ejected) is dropped when
+//!   next read and the client is balanced afresh — kubernetes/kubernetes#110302
+//!   kept sending to a NotReady pod, cilium/cilium#27096 to a terminating one;
+//! * the table is bounded: past its capacity the least recently used entry is
+//!   evicted, so a client spraying source addresses cannot grow memory.
+//!
+//! The table is split into shards, each behind its own mutex, so picks for
+//! different clients rarely meet. It lives beside the snapshots: every
+//! snapshot of a mesh shares it, and entries survive snapshot updates.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::hash::FoldBuild;
+
+/// The number of affinity entries a mesh keeps by default.
+pub const DEFAULT_AFFINITY_CAPACITY: usize = 262_144;
+
+const SHARDS: usize = 64;
+const NIL: u32 = u32::MAX;
+
+/// A source of monotonic time for affinity timeouts; inject one to test
+/// timeouts exactly, or where `std::time::Instant` is not available.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Time since some fixed origin; must never go backwards.
+    fn now(&self) -> Duration;
+}
+
+/// `std::time::Instant`, from when the clock was made.
+#[derive(Debug)]
+pub struct SystemClock {
+    #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+    origin: std::time::Instant,
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        SystemClock {
+            #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+            origin: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for SystemClock {
+    #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    /// `wasm32-unknown-unknown` has no clock: time stands still (entries
+    /// never expire) unless the host injects one.
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+/// A clock that moves only when told: for tests and simulations.
+#[derive(Debug, Default)]
+pub struct ManualClock {
+    now: Mutex<Duration>,
+}
+
+impl ManualClock {
+    /// A clock at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        let mut now = self.now.lock().unwrap_or_else(|e| e.into_inner());
+        *now += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Duration {
+        *self.now.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What an entry is keyed by: the service port's slot (id and generation,
+/// so a reused id never inherits entries), the eligible set, the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Key {
+    pub slot: (u32, u32),
+    pub lane: u8,
+    pub client: IpAddr,
+}
+
+struct Node {
+    key: Key,
+    endpoint: SocketAddr,
+    last: Duration,
+    prev: u32,
+    next: u32,
+}
+
+/// One shard: a map to slab nodes on a most-recently-used list.
+struct Shard {
+    map: HashMap<Key, u32, FoldBuild>,
+    nodes: Vec<Node>,
+    free: Vec<u32>,
+    /// Most recently used.
+    head: u32,
+    /// Least recently used: evicted first.
+    tail: u32,
+    capacity: usize,
+}
+
+impl Shard {
+    fn new(capacity: usize) -> Shard {
+        Shard {
+            map: HashMap::default(),
+            nodes: Vec::new(),
+            free: Vec::new(),
+            head: NIL,
+            tail: NIL,
+            capacity,
+        }
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let (prev, next) = (self.nodes[i as usize].prev, self.nodes[i as usize].next);
+        match prev {
+            NIL => self.head = next,
+            p => self.nodes[p as usize].next = next,
+        }
+        match next {
+            NIL => self.tail = prev,
+            n => self.nodes[n as usize].prev = prev,
+        }
+    }
+
+    fn push_front(&mut self, i: u32) {
+        self.nodes[i as usize].prev = NIL;
+        self.nodes[i as usize].next = self.head;
+        if self.head != NIL {
+            self.nodes[self.head as usize].prev = i;
+        }
+        self.head = i;
+        if self.tail == NIL {
+            self.tail = i;
+        }
+    }
+
+    fn remove(&mut self, key: &Key) {
+        if let Some(i) = self.map.remove(key) {
+            self.unlink(i);
+            self.free.push(i);
+        }
+    }
+
+    fn insert(&mut self, key: Key, endpoint: SocketAddr, now: Duration) {
+        if let Some(&i) = self.map.get(&key) {
+            let node = &mut self.nodes[i as usize];
+            node.endpoint = endpoint;
+            node.last = now;
+            self.unlink(i);
+            self.push_front(i);
+            return;
+        }
+        if self.map.len() >= self.capacity {
+            let lru = self.tail;
+            let old = self.nodes[lru as usize].key;
+            self.remove(&old);
+        }
+        let node = Node {
+            key,
+            endpoint,
+            last: now,
+            prev: NIL,
+            next: NIL,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.nodes[i as usize] = node;
+                i
+            }
+            None => {
+                self.nodes.push(node);
+                (self.nodes.len() - 1) as u32
+            }
+        };
+        self.map.insert(key, i);
+        self.push_front(i);
+    }
+}
+
+/// The affinity table of a mesh. See the module documentation.
+pub(crate) struct Affinity {
+    shards: Box<[Mutex<Shard>]>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Affinity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Affinity")
+            .field("entries", &self.len())
+            .finish()
+    }
+}
+
+impl Affinity {
+    pub(crate) fn new(capacity: usize, clock: Arc<dyn Clock>) -> Affinity {
+        let per_shard = capacity.div_ceil(SHARDS).max(1);
+        Affinity {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(Shard::new(per_shard)))
+                .collect(),
+            clock,
+        }
+    }
+
+    fn shard(&self, key: &Key) -> std::sync::MutexGuard<'_, Shard> {
+        use std::hash::BuildHasher;
+        let i = (FoldBuild::default().hash_one(key) >> 32) as usize % SHARDS;
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The endpoint this client is bound to, if the binding is fresh and
+    /// `still_pickable` accepts its endpoint; a stale or unpickable binding is
+    /// dropped. A hit restarts the timer.
+    pub(crate) fn get(
+        &self,
+        key: &Key,
+        timeout: Duration,
+        still_pickable: impl Fn(SocketAddr) -> bool,
+    ) -> Option<SocketAddr> {
+        let now = self.clock.now();
+        let mut shard = self.shard(key);
+        let i = *shard.map.get(key)?;
+        let node = &shard.nodes[i as usize];
+        if now.saturating_sub(node.last) >= timeout || !still_pickable(node.endpoint) {
+            shard.remove(key);
+            return None;
+        }
+        let endpoint = node.endpoint;
+        shard.nodes[i as usize].last = now;
+        shard.unlink(i);
+        shard.push_front(i);
+        Some(endpoint)
+    }
+
+    /// Binds the client to `endpoint` from now.
+    pub(crate) fn insert(&self, key: Key, endpoint: SocketAddr) {
+        let now = self.clock.now();
+        self.shard(&key).insert(key, endpoint, now);
+    }
+
+    /// The number of entries (fresh or not yet found stale).
+    pub(crate) fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).map.len())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(client: u8) -> Key {
+        Key {
+            slot: (1, 1),
+            lane: 0,
+            client: IpAddr::from([10, 0, 0, client]),
+        }
+    }
+
+    fn ep(n: u8) -> SocketAddr {
+        SocketAddr::from(([10, 1, 0, n], 80))
+    }
+
+    #[test]
+    fn lru_evicts_the_least_recently_used() {
+        let mut s = Shard::new(3);
+        s.insert(key(1), ep(1), Duration::ZERO);
+        s.insert(key(2), ep(2), Duration::ZERO);
+        s.insert(key(3), ep(3), Duration::ZERO);
+        // Touch 1, so 2 is the least recently used.
+        s.insert(key(1), ep(1), Duration::ZERO);
+        s.insert(key(4), ep(4), Duration::ZERO);
+        assert!(s.map.contains_key(&key(1)));
+        assert!(!s.map.contains_key(&key(2)));
+        assert!(s.map.contains_key(&key(3)));
+        assert!(s.map.contains_key(&key(4)));
+        assert_eq!(s.map.len(), 3);
+        assert_eq!(s.nodes.len(), 3, "the evicted node's slot is reused");
+    }
+
+    #[test]
+    fn timeout_and_pickability() {
+        let clock = Arc::new(ManualClock::new());
+        let a = Affinity::new(100, clock.clone());
+        let t = Duration::from_secs(10);
+        a.insert(key(1), ep(1));
+        clock.advance(Duration::from_secs(9));
+        assert_eq!(a.get(&key(1), t, |_| true), Some(ep(1)));
+        // The hit restarted the timer: 9 s later it still holds.
+        clock.advance(Duration::from_secs(9));
+        assert_eq!(a.get(&key(1), t, |_| true), Some(ep(1)));
+        clock.advance(Duration::from_secs(10));
+        assert_eq!(a.get(&key(1), t, |_| true), None, "expired");
+        assert_eq!(a.len(), 0, "and dropped");
+        a.insert(key(2), ep(2));
+        assert_eq!(a.get(&key(2), t, |e| e != ep(2)), None, "unpickable");
+        assert_eq!(a.len(), 0);
+    }
+}
