@@ -41,6 +41,7 @@ mod config;
 mod dest;
 mod error;
 mod hash;
+mod health;
 mod k8s;
 mod mesh;
 mod model;
@@ -55,16 +56,20 @@ pub use affinity::{Clock, ManualClock, SystemClock, DEFAULT_AFFINITY_CAPACITY};
 pub use config::{MeshConfig, DEFAULT_CLUSTER_DOMAIN};
 pub use dest::{Client, Destination, PortRef};
 pub use error::{Error, PickError};
-pub use mesh::{ApplyReport, Mesh, Pick};
+pub use health::{
+    Outcome, OutlierDetection, ANNOTATION_OUTLIER_BASE_EJECTION, ANNOTATION_OUTLIER_FAILURES,
+    ANNOTATION_OUTLIER_MAX_PERCENT, ANNOTATION_OUTLIER_PANIC_PERCENT,
+};
+pub use mesh::{ApplyReport, Mesh, Pick, Request};
 pub use model::{
     EndpointSlice, IpFamily, Kind, Object, Protocol, Service, ServiceKey, ServicePort, ServiceType,
     SessionAffinity, SliceEndpoint, SlicePort, TargetPort, TrafficPolicy, Update,
 };
 pub use parse::{parse, Parsed};
 pub use policy::{
-    LbPolicy, ANNOTATION_LB_POLICY, ANNOTATION_MAGLEV_TABLE_SIZE, ANNOTATION_RING_SIZE,
-    ANNOTATION_WEIGHTS, DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_RING_SIZE, MAX_MAGLEV_TABLE_SIZE,
-    MAX_RING_SIZE, MAX_WEIGHT,
+    reseed_thread_rng, LbPolicy, ANNOTATION_LB_POLICY, ANNOTATION_MAGLEV_TABLE_SIZE,
+    ANNOTATION_RING_SIZE, ANNOTATION_WEIGHTS, DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_RING_SIZE,
+    MAX_MAGLEV_TABLE_SIZE, MAX_RING_SIZE, MAX_WEIGHT,
 };
 pub use snapshot::{Endpoint, PortEntry, Resolved, ServiceEntry, Snapshot, Traffic};
 pub use validate::{DEFAULT_NAMESPACE, LABEL_SERVICE_NAME};

@@ -16,9 +16,10 @@ use crate::balance::Slot;
 use crate::config::MeshConfig;
 use crate::dest::{Client, Destination};
 use crate::error::{Error, PickError};
+use crate::health::{Health, Outcome};
 use crate::model::{EndpointSlice, Kind, Object, Protocol, Service, ServiceKey, Update};
 use crate::parse;
-use crate::snapshot::{build_service, ServiceEntry, Snapshot};
+use crate::snapshot::{build_service, PortEntry, ServiceEntry, Snapshot};
 
 /// The result of an apply or delete.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +40,51 @@ pub struct Pick {
     pub addr: SocketAddr,
     /// The snapshot version the pick was made from.
     pub version: u64,
+}
+
+/// A request in flight to a picked endpoint. Dropping it ends the request
+/// (least-request stops counting it); [`Request::finish`] also reports its
+/// outcome to passive health.
+#[derive(Debug)]
+pub struct Request {
+    addr: SocketAddr,
+    version: u64,
+    port: Arc<PortEntry>,
+    state: Option<Arc<Health>>,
+    snapshot: Arc<Snapshot>,
+    open: bool,
+}
+
+impl Request {
+    /// Where to connect.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The snapshot version the pick was made from.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Ends the request and reports how it went.
+    pub fn finish(mut self, outcome: Outcome) {
+        self.close();
+        self.snapshot.record(&self.port, self.addr, outcome);
+    }
+
+    fn close(&mut self) {
+        if std::mem::take(&mut self.open) {
+            if let Some(state) = &self.state {
+                state.end();
+            }
+        }
+    }
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        self.close();
+    }
 }
 
 type SliceKey = (Arc<str>, Arc<str>);
@@ -122,10 +168,13 @@ impl Mesh {
     /// An empty mesh whose session-affinity timeouts read `clock`.
     pub fn with_clock(config: MeshConfig, clock: Arc<dyn Clock>) -> Result<Mesh, Error> {
         let config = Arc::new(config.validated()?);
-        let affinity = Arc::new(Affinity::new(config.affinity_capacity_entries(), clock));
+        let affinity = Arc::new(Affinity::new(
+            config.affinity_capacity_entries(),
+            clock.clone(),
+        ));
         Ok(Mesh {
             shared: Arc::new(Shared {
-                current: ArcSwap::from_pointee(Snapshot::empty(config.clone(), affinity)),
+                current: ArcSwap::from_pointee(Snapshot::empty(config.clone(), affinity, clock)),
                 config,
                 store: Mutex::new(Store::default()),
             }),
@@ -192,7 +241,7 @@ impl Mesh {
             });
         }
 
-        let (changes, slots) = txn.build(&store, &self.shared.config);
+        let (changes, slots) = txn.build(&store, &self.shared.config, &current);
         let next = current.with_services(changes)?;
         txn.commit(&mut store, slots);
         let version = next.version();
@@ -229,6 +278,55 @@ impl Mesh {
             addr: endpoint.addr(),
             version: snapshot.version(),
         })
+    }
+
+    /// Starts a request: picks like [`Mesh::pick`] and, for Services that
+    /// count requests (least-request) or watch health (outlier detection),
+    /// counts it in flight until the returned [`Request`] is finished or
+    /// dropped. Report its outcome with [`Request::finish`].
+    pub fn begin(&self, dest: &Destination, client: &Client<'_>) -> Result<Request, PickError> {
+        let snapshot = self.shared.current.load_full();
+        let resolved = snapshot.resolve(dest, client)?;
+        let endpoint = resolved.pick(client)?;
+        let port = resolved.port_arc();
+        let state = port.state_of_endpoint(endpoint.addr());
+        if let Some(state) = &state {
+            state.begin();
+        }
+        Ok(Request {
+            addr: endpoint.addr(),
+            version: snapshot.version(),
+            port,
+            state,
+            snapshot: snapshot.clone(),
+            open: true,
+        })
+    }
+
+    /// Reports the outcome of a request to `endpoint` of `dest`'s service
+    /// port, for hosts that do not hold a [`Request`] (a C or Go caller).
+    /// Unknown endpoints and Services without outlier detection are ignored.
+    pub fn report(
+        &self,
+        dest: &Destination,
+        endpoint: SocketAddr,
+        outcome: Outcome,
+    ) -> Result<(), PickError> {
+        let snapshot = self.shared.current.load_full();
+        let resolved = snapshot.resolve(dest, &Client::new())?;
+        snapshot.record(resolved.port, endpoint, outcome);
+        Ok(())
+    }
+
+    /// Ends a request counted in flight by a host that does not hold a
+    /// [`Request`]: the explicit completion call of least-request.
+    pub fn end(&self, dest: &Destination, endpoint: SocketAddr) -> Result<(), PickError> {
+        let snapshot = self.shared.current.load_full();
+        let resolved = snapshot.resolve(dest, &Client::new())?;
+        if let Some(state) = resolved.port.state_of_endpoint(endpoint) {
+            state.end();
+        }
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, Store> {
@@ -322,6 +420,7 @@ impl Txn {
         &self,
         store: &Store,
         config: &MeshConfig,
+        current: &Snapshot,
     ) -> (
         Vec<(ServiceKey, Option<ServiceEntry>)>,
         Vec<(ServiceKey, PortSlots)>,
@@ -360,6 +459,7 @@ impl Txn {
                 slices.values().map(|s| &**s),
                 &mut slot_for,
                 config,
+                current.service(key.namespace(), key.name()),
             );
             changes.push((key.clone(), Some(entry)));
             all_slots.push((key, slots));

@@ -7,6 +7,7 @@ use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::health::OutlierDetection;
 use crate::policy::LbPolicy;
 
 // === Enums ===
@@ -233,6 +234,7 @@ pub struct Service {
     pub(crate) session_affinity: SessionAffinity,
     pub(crate) traffic_distribution: Option<Arc<str>>,
     pub(crate) lb_policy: LbPolicy,
+    pub(crate) outlier_detection: Option<OutlierDetection>,
 }
 
 impl Service {
@@ -295,6 +297,10 @@ impl Service {
     /// The balancing policy (annotation `pobox.io/lb-policy`).
     pub fn lb_policy(&self) -> LbPolicy {
         self.lb_policy
+    }
+    /// Outlier detection, when turned on by `pobox.io/outlier-consecutive-failures`.
+    pub fn outlier_detection(&self) -> Option<OutlierDetection> {
+        self.outlier_detection
     }
     /// The IP families, primary first: `spec.ipFamilies`, or those of the cluster IPs.
     pub fn ip_families(&self) -> &[IpFamily] {

@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | `round-robin` | next in address order, per thread | 0 drains |
 //! | `random` | uniform, per-thread generator (kube-proxy iptables mode) | 0 drains |
+//! | `least-request` | power of two choices: the one of two random members with fewer requests in flight | 0 drains |
 //! | `weighted-round-robin` | next in a precomputed smooth weighted sequence (nginx's algorithm: no bursts) | yes |
 //! | `maglev` | Maglev lookup table of a prime size (`pobox.io/maglev-table-size`, default 65537), keyed by the hash key | yes |
 //! | `ring-hash` | Ketama-style ring (`pobox.io/ring-size` points, default 65536), keyed by the hash key | yes |
@@ -52,6 +53,8 @@ pub enum LbPolicy {
     RoundRobin,
     /// Uniformly at random.
     Random,
+    /// Power of two choices over requests in flight.
+    LeastRequest,
     /// Smooth weighted round robin.
     WeightedRoundRobin,
     /// Maglev consistent hashing with a table of `table_size` (prime) entries.
@@ -72,6 +75,7 @@ impl LbPolicy {
         match self {
             LbPolicy::RoundRobin => "round-robin",
             LbPolicy::Random => "random",
+            LbPolicy::LeastRequest => "least-request",
             LbPolicy::WeightedRoundRobin => "weighted-round-robin",
             LbPolicy::Maglev { .. } => "maglev",
             LbPolicy::RingHash { .. } => "ring-hash",
@@ -148,7 +152,7 @@ pub(crate) fn build(policy: LbPolicy, members: &[(SocketAddr, u32)]) -> Table {
         return Table::Members;
     }
     match policy {
-        LbPolicy::RoundRobin | LbPolicy::Random => Table::Members,
+        LbPolicy::RoundRobin | LbPolicy::Random | LbPolicy::LeastRequest => Table::Members,
         LbPolicy::WeightedRoundRobin => Table::Sequence(smooth_sequence(members)),
         LbPolicy::Maglev { table_size } => Table::Maglev(maglev(members, table_size)),
         LbPolicy::RingHash { ring_size } => Table::Ring(ring(members, ring_size)),
@@ -274,6 +278,19 @@ pub(crate) fn ring_lookup(ring: &[(u64, u32)], key: u64) -> u32 {
 
 thread_local! {
     static RNG: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Reseeds this thread's generator (used by `random` and `least-request`), so
+/// that a test or a simulation gets the same picks on every run. Seed 0 means
+/// "seed afresh on next use".
+pub fn reseed_thread_rng(seed: u64) {
+    RNG.with(|rng| {
+        rng.set(if seed == 0 {
+            0
+        } else {
+            stable_hash(&seed.to_le_bytes(), 9) | 1
+        })
+    });
 }
 
 /// A uniform index in `0..len` from this thread's xorshift generator, seeded

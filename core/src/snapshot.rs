@@ -9,11 +9,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::affinity::{self, Affinity};
+use crate::affinity::{self, Affinity, Clock};
 use crate::balance::Slot;
 use crate::config::MeshConfig;
 use crate::dest::{Client, Destination, PortRef};
 use crate::error::{Error, PickError};
+use crate::health::{Health, Outcome, OutlierDetection};
 use crate::model::{
     EndpointMeta, EndpointSlice, IpFamily, Protocol, Service, ServiceKey, ServicePort,
     SessionAffinity,
@@ -127,6 +128,10 @@ pub struct PortEntry {
     policy: LbPolicy,
     /// `sessionAffinity: ClientIP` timeout.
     affinity: Option<Duration>,
+    /// Per endpoint (parallel to `endpoints`): requests in flight and passive
+    /// health, for least-request and outlier detection only.
+    health: Option<Box<[Arc<Health>]>>,
+    outlier: Option<OutlierDetection>,
     /// Per set: the members picks choose from (the eligible endpoints of
     /// weight > 0), when that differs from the set.
     members: [Option<Box<[u32]>>; 4],
@@ -187,14 +192,41 @@ impl PortEntry {
         self.members[set].as_deref().unwrap_or(&self.sets[set])
     }
 
+    /// The position in `endpoints` of the endpoint at `addr`.
+    fn position(&self, addr: SocketAddr) -> Option<usize> {
+        let key = (addr.ip(), addr.port());
+        self.endpoints
+            .binary_search_by(|e| (e.ip, e.port).cmp(&key))
+            .ok()
+    }
+
+    fn state_of(&self, addr: SocketAddr) -> Option<&Arc<Health>> {
+        Some(&self.health.as_ref()?[self.position(addr)?])
+    }
+
+    pub(crate) fn state_of_endpoint(&self, addr: SocketAddr) -> Option<Arc<Health>> {
+        self.state_of(addr).cloned()
+    }
+
+    /// The in-flight count of the endpoint at `addr` (least-request and
+    /// outlier-detection Services only).
+    pub fn in_flight(&self, addr: SocketAddr) -> Option<u32> {
+        self.state_of(addr).map(|h| h.in_flight())
+    }
+
+    /// Picks a position in `endpoints` from `set`, by the policy, passing
+    /// over ejected endpoints.
     #[inline]
-    fn pick(&self, set: usize, client: &Client<'_>) -> Option<&Endpoint> {
+    fn pick(&self, set: usize, client: &Client<'_>, now: Duration) -> Option<usize> {
         let members = self.members(set);
         if members.is_empty() {
             return None;
         }
         let at = match &self.tables[set] {
             Table::Members if self.policy == LbPolicy::Random => random_index(members.len()),
+            Table::Members if self.policy == LbPolicy::LeastRequest => {
+                return Some(self.least_request(members, now));
+            }
             Table::Members => self.slot.next(set, members.len()),
             Table::Sequence(seq) => seq[self.slot.next(set, seq.len())] as usize,
             Table::Maglev(table) => match hash_key(client) {
@@ -206,7 +238,65 @@ impl PortEntry {
                 None => self.slot.next(set, members.len()),
             },
         };
-        Some(&self.endpoints[members[at] as usize])
+        Some(self.avoid_ejected(members, at, now))
+    }
+
+    fn is_ejected(&self, position: usize, now: Duration) -> bool {
+        match (&self.health, self.outlier) {
+            (Some(h), Some(_)) => h[position].is_ejected(now),
+            _ => false,
+        }
+    }
+
+    /// `members[at]`, or the next member after it that is not ejected; when
+    /// too few members are healthy (the panic threshold), ejections are ignored.
+    fn avoid_ejected(&self, members: &[u32], at: usize, now: Duration) -> usize {
+        let first = members[at] as usize;
+        let Some(outlier) = self.outlier else {
+            return first;
+        };
+        if !self.is_ejected(first, now) {
+            return first;
+        }
+        let healthy = members
+            .iter()
+            .filter(|&&m| !self.is_ejected(m as usize, now))
+            .count();
+        if healthy == 0
+            || (healthy as u64) * 100
+                < outlier.panic_threshold_percent as u64 * members.len() as u64
+        {
+            return first;
+        }
+        (1..members.len())
+            .map(|k| members[(at + k) % members.len()] as usize)
+            .find(|&m| !self.is_ejected(m, now))
+            .unwrap_or(first)
+    }
+
+    /// Power of two choices: of two random members (distinct when there are
+    /// two or more), the one with fewer requests in flight; the first on a tie.
+    fn least_request(&self, members: &[u32], now: Duration) -> usize {
+        let health = self
+            .health
+            .as_ref()
+            .expect("least-request ports carry health");
+        let n = members.len();
+        let i = random_index(n);
+        if n == 1 {
+            return self.avoid_ejected(members, i, now);
+        }
+        let mut j = random_index(n - 1);
+        if j >= i {
+            j += 1;
+        }
+        let a = self.avoid_ejected(members, i, now);
+        let b = self.avoid_ejected(members, j, now);
+        if health[b].in_flight() < health[a].in_flight() {
+            b
+        } else {
+            a
+        }
     }
 }
 
@@ -389,6 +479,7 @@ pub(crate) fn build_service<'a>(
     slices: impl Iterator<Item = &'a EndpointSlice> + Clone,
     slot_for: &mut dyn FnMut(&ServicePort) -> Arc<Slot>,
     config: &MeshConfig,
+    previous: Option<&ServiceEntry>,
 ) -> ServiceEntry {
     let at = Locality {
         node: config.node_name().unwrap_or(""),
@@ -397,7 +488,19 @@ pub(crate) fn build_service<'a>(
     let mut ports = Vec::with_capacity(service.ports().len());
     let mut families_seen = [false; 2];
     for spec in service.ports() {
-        let entry = build_port(service, spec, slices.clone(), slot_for(spec), at);
+        let old = previous.and_then(|p| {
+            p.ports
+                .iter()
+                .find(|o| o.spec.name() == spec.name() && o.spec.protocol() == spec.protocol())
+        });
+        let entry = build_port(
+            service,
+            spec,
+            slices.clone(),
+            slot_for(spec),
+            at,
+            old.map(|o| &**o),
+        );
         for e in entry.endpoints.iter() {
             families_seen[IpFamily::of(e.ip).index()] = true;
         }
@@ -427,6 +530,7 @@ fn build_port<'a>(
     slices: impl Iterator<Item = &'a EndpointSlice>,
     slot: Arc<Slot>,
     at: Locality<'_>,
+    previous: Option<&PortEntry>,
 ) -> PortEntry {
     // Keyed by address, so the result is ordered IPv4 then IPv6, by address.
     let mut merged: BTreeMap<(IpAddr, u16), Merged<'a>> = BTreeMap::new();
@@ -543,10 +647,26 @@ fn build_port<'a>(
             .collect();
         tables[i] = policy::build(policy, &weighted);
     }
+    // State for least-request and outlier detection; an endpoint that stays
+    // keeps its state object.
+    let needs_health = policy == LbPolicy::LeastRequest || service.outlier_detection().is_some();
+    let health = needs_health.then(|| {
+        endpoints
+            .iter()
+            .map(|e| {
+                previous
+                    .and_then(|p| p.state_of(e.addr()))
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect()
+    });
     PortEntry {
         service: service.key().clone(),
         spec: spec.clone(),
         slot,
+        health,
+        outlier: service.outlier_detection(),
         endpoints,
         sets,
         policy,
@@ -575,6 +695,7 @@ pub struct Snapshot {
     frontends: ShardedMap<Frontend, FrontendEntry>,
     /// Session-affinity bindings, shared by every snapshot of the mesh.
     affinity: Arc<Affinity>,
+    clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for Snapshot {
@@ -600,12 +721,22 @@ pub struct Resolved<'s> {
     /// The IP family of the eligible set.
     pub family: IpFamily,
     affinity: &'s Affinity,
+    clock: &'s dyn Clock,
 }
 
 impl<'s> Resolved<'s> {
     /// The eligible endpoints, in address order.
     pub fn eligible(&self) -> impl Iterator<Item = &'s Endpoint> {
         self.port.eligible(self.traffic, self.family)
+    }
+
+    pub(crate) fn port_arc(&self) -> Arc<PortEntry> {
+        self.service
+            .ports
+            .iter()
+            .find(|p| std::ptr::eq(&***p, self.port))
+            .cloned()
+            .expect("a resolved port belongs to its Service")
     }
 
     /// Picks one eligible endpoint by the Service's policy (and its
@@ -638,8 +769,9 @@ impl<'s> Resolved<'s> {
 
     #[inline]
     fn pick_by_policy(&self, set: usize, client: &Client<'_>) -> Result<&'s Endpoint, PickError> {
-        self.port
-            .pick(set, client)
+        let port: &'s PortEntry = self.port;
+        port.pick(set, client, self.clock.now())
+            .map(|at| &port.endpoints[at])
             .ok_or_else(|| PickError::NoEndpoints {
                 service: self.port.service.to_string(),
                 port: self.port.label(),
@@ -648,11 +780,16 @@ impl<'s> Resolved<'s> {
 }
 
 impl Snapshot {
-    pub(crate) fn empty(config: Arc<MeshConfig>, affinity: Arc<Affinity>) -> Snapshot {
+    pub(crate) fn empty(
+        config: Arc<MeshConfig>,
+        affinity: Arc<Affinity>,
+        clock: Arc<dyn Clock>,
+    ) -> Snapshot {
         Snapshot {
             version: 0,
             config,
             affinity,
+            clock,
             services: ShardedMap::default(),
             frontends: ShardedMap::default(),
         }
@@ -666,6 +803,25 @@ impl Snapshot {
     /// The configuration this snapshot was built for.
     pub fn config(&self) -> &MeshConfig {
         &self.config
+    }
+
+    /// Records an outcome for the endpoint at `addr` of `port`, ejecting it
+    /// when outlier detection says so and the port's ejection budget allows.
+    pub(crate) fn record(&self, port: &PortEntry, addr: SocketAddr, outcome: Outcome) {
+        let (Some(outlier), Some(health), Some(at)) =
+            (port.outlier, port.health.as_ref(), port.position(addr))
+        else {
+            return;
+        };
+        if !health[at].record(outcome, outlier.consecutive_failures) {
+            return;
+        }
+        let now = self.clock.now();
+        let ejected = health.iter().filter(|h| h.is_ejected(now)).count();
+        let budget = (health.len() * outlier.max_ejection_percent as usize / 100).max(1);
+        if ejected < budget && !health[at].is_ejected(now) {
+            health[at].eject(now, outlier.base_ejection);
+        }
     }
 
     pub(crate) fn affinity_entries(&self) -> usize {
@@ -725,6 +881,7 @@ impl Snapshot {
                     traffic,
                     family,
                     affinity: &self.affinity,
+                    clock: &*self.clock,
                 })
             }
             Destination::Name {
@@ -752,6 +909,7 @@ impl Snapshot {
                     traffic: Traffic::Internal,
                     family: entry.family,
                     affinity: &self.affinity,
+                    clock: &*self.clock,
                 })
             }
         }
@@ -844,6 +1002,7 @@ impl Snapshot {
             version: self.version + 1,
             config: self.config.clone(),
             affinity: self.affinity.clone(),
+            clock: self.clock.clone(),
             services,
             frontends,
         })

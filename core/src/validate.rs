@@ -8,6 +8,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::error::Error;
+use crate::health::{
+    OutlierDetection, ANNOTATION_OUTLIER_BASE_EJECTION, ANNOTATION_OUTLIER_FAILURES,
+    ANNOTATION_OUTLIER_MAX_PERCENT, ANNOTATION_OUTLIER_PANIC_PERCENT,
+};
 use crate::k8s;
 use crate::model::{
     EndpointMeta, EndpointSlice, IpFamily, Protocol, Service, ServiceKey, ServicePort, ServiceType,
@@ -568,6 +572,7 @@ pub(crate) fn service(raw: k8s::Service) -> Result<Service, Error> {
     };
 
     let lb_policy = lb_policy(&object, raw.metadata.annotations.as_ref())?;
+    let outlier_detection = outlier_detection(&object, raw.metadata.annotations.as_ref())?;
 
     Ok(Service {
         key: ServiceKey::new(&namespace, &name),
@@ -586,7 +591,49 @@ pub(crate) fn service(raw: k8s::Service) -> Result<Service, Error> {
         session_affinity,
         traffic_distribution,
         lb_policy,
+        outlier_detection,
     })
+}
+
+fn annotation_number(
+    object: &str,
+    annotations: Option<&BTreeMap<String, String>>,
+    key: &str,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+) -> Result<u32, Error> {
+    match annotations.and_then(|a| a.get(key)) {
+        None => Ok(default),
+        Some(v) => match v.trim().parse::<u32>() {
+            Ok(n) if range.contains(&n) => Ok(n),
+            _ => Err(Error::invalid(
+                object,
+                annotation_field(key),
+                format!("{v:?} is not a number in {}-{}", range.start(), range.end()),
+            )),
+        },
+    }
+}
+
+/// Outlier detection from a Service's annotations: on when
+/// `pobox.io/outlier-consecutive-failures` is set.
+fn outlier_detection(
+    object: &str,
+    annotations: Option<&BTreeMap<String, String>>,
+) -> Result<Option<OutlierDetection>, Error> {
+    let n = |key, default, range| annotation_number(object, annotations, key, default, range);
+    let base = n(ANNOTATION_OUTLIER_BASE_EJECTION, 30, 1..=3600)?;
+    let max_percent = n(ANNOTATION_OUTLIER_MAX_PERCENT, 10, 0..=100)?;
+    let panic = n(ANNOTATION_OUTLIER_PANIC_PERCENT, 50, 0..=100)?;
+    if annotations.is_none_or(|a| !a.contains_key(ANNOTATION_OUTLIER_FAILURES)) {
+        return Ok(None);
+    }
+    Ok(Some(OutlierDetection {
+        consecutive_failures: n(ANNOTATION_OUTLIER_FAILURES, 5, 1..=1000)?,
+        base_ejection: std::time::Duration::from_secs(base as u64),
+        max_ejection_percent: max_percent,
+        panic_threshold_percent: panic,
+    }))
 }
 
 fn annotation_field(key: &str) -> String {
@@ -629,12 +676,13 @@ fn lb_policy(
         None | Some("round-robin") => Ok(LbPolicy::RoundRobin),
         Some("random") => Ok(LbPolicy::Random),
         Some("weighted-round-robin") => Ok(LbPolicy::WeightedRoundRobin),
+        Some("least-request") => Ok(LbPolicy::LeastRequest),
         Some("maglev") => Ok(LbPolicy::Maglev { table_size }),
         Some("ring-hash") => Ok(LbPolicy::RingHash { ring_size }),
         Some(other) => Err(Error::invalid(
             object,
             annotation_field(ANNOTATION_LB_POLICY),
-            format!("unsupported value {other:?}: supported values are \"maglev\", \"random\", \"ring-hash\", \"round-robin\", \"weighted-round-robin\""),
+            format!("unsupported value {other:?}: supported values are \"least-request\", \"maglev\", \"random\", \"ring-hash\", \"round-robin\", \"weighted-round-robin\""),
         )),
     }
 }

@@ -298,7 +298,7 @@ fn maglev_shares_are_within_one_entry_for_equal_weights() {
 #[test]
 fn bad_annotations_are_refused_naming_the_service() {
     let cases = [
-        (json!({"pobox.io/lb-policy": "fastest"}), "Service default/web: metadata.annotations[pobox.io/lb-policy]: unsupported value \"fastest\": supported values are \"maglev\", \"random\", \"ring-hash\", \"round-robin\", \"weighted-round-robin\""),
+        (json!({"pobox.io/lb-policy": "fastest"}), "Service default/web: metadata.annotations[pobox.io/lb-policy]: unsupported value \"fastest\": supported values are \"least-request\", \"maglev\", \"random\", \"ring-hash\", \"round-robin\", \"weighted-round-robin\""),
         (json!({"pobox.io/lb-policy": "maglev", "pobox.io/maglev-table-size": "65536"}), "Service default/web: metadata.annotations[pobox.io/maglev-table-size]: 65536 is not a prime: a Maglev table size must be prime (e.g. 65537, 655373)"),
         (json!({"pobox.io/maglev-table-size": "big"}), "Service default/web: metadata.annotations[pobox.io/maglev-table-size]: \"big\" is not a number in 1-5000011"),
         (json!({"pobox.io/ring-size": "0"}), "Service default/web: metadata.annotations[pobox.io/ring-size]: \"0\" is not a number in 1-8388608"),
