@@ -8,6 +8,13 @@ use crate::validate::is_dns1123_subdomain;
 /// The cluster domain when none is configured.
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 
+/// The TTL of DNS answers when none is configured: 5 seconds, CoreDNS's
+/// `kubernetes` plugin default. Short, because the records follow endpoints
+/// that come and go (a client caching a headless answer for minutes would
+/// keep dialing pods that are gone), and long enough that a client resolving
+/// per request does not ask for every connection.
+pub const DEFAULT_DNS_TTL: u32 = 5;
+
 /// Where this process runs, as kube-proxy knows its own node.
 ///
 /// ```
@@ -24,6 +31,7 @@ pub struct MeshConfig {
     zone: Option<String>,
     node_ips: Vec<IpAddr>,
     cluster_domain: String,
+    dns_ttl: u32,
 }
 
 impl Default for MeshConfig {
@@ -33,12 +41,13 @@ impl Default for MeshConfig {
             zone: None,
             node_ips: Vec::new(),
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_owned(),
+            dns_ttl: DEFAULT_DNS_TTL,
         }
     }
 }
 
 impl MeshConfig {
-    /// No node, no zone, no node IPs, `cluster.local`.
+    /// No node, no zone, no node IPs, `cluster.local`, DNS TTL 5 s.
     pub fn new() -> Self {
         Self::default()
     }
@@ -68,6 +77,17 @@ impl MeshConfig {
     pub fn cluster_domain(mut self, domain: impl Into<String>) -> Self {
         self.cluster_domain = domain.into();
         self
+    }
+
+    /// The TTL, in seconds, of every DNS answer (default [`DEFAULT_DNS_TTL`]).
+    pub fn dns_ttl(mut self, seconds: u32) -> Self {
+        self.dns_ttl = seconds;
+        self
+    }
+
+    /// The TTL of DNS answers, in seconds.
+    pub fn dns_ttl_seconds(&self) -> u32 {
+        self.dns_ttl
     }
 
     /// The configured node name.

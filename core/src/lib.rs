@@ -38,6 +38,8 @@
 mod balance;
 mod config;
 mod dest;
+pub mod dns;
+mod envvars;
 mod error;
 mod hash;
 mod k8s;
@@ -49,8 +51,10 @@ mod shard;
 mod snapshot;
 mod validate;
 
-pub use config::{MeshConfig, DEFAULT_CLUSTER_DOMAIN};
+pub use config::{MeshConfig, DEFAULT_CLUSTER_DOMAIN, DEFAULT_DNS_TTL};
 pub use dest::{Client, Destination, PortRef};
+pub use dns::{Answer, Rcode, Record, RecordData, RecordType};
+pub use envvars::{from_services, EnvVar};
 pub use error::{Error, PickError};
 pub use mesh::{ApplyReport, Mesh, Pick};
 pub use model::{
@@ -58,5 +62,5 @@ pub use model::{
     SessionAffinity, SliceEndpoint, SlicePort, TargetPort, TrafficPolicy, Update,
 };
 pub use parse::{parse, Parsed};
-pub use snapshot::{Endpoint, PortEntry, Resolved, ServiceEntry, Snapshot, Traffic};
+pub use snapshot::{DnsEndpoint, Endpoint, PortEntry, Resolved, ServiceEntry, Snapshot, Traffic};
 pub use validate::{DEFAULT_NAMESPACE, LABEL_SERVICE_NAME};

@@ -216,6 +216,9 @@ pub struct Service {
     /// Allocated cluster IPs, primary first; empty when headless, ExternalName
     /// or not allocated (e.g. `kubectl create --dry-run` output).
     pub(crate) cluster_ips: Vec<IpAddr>,
+    /// `spec.clusterIP` as written (kubelet's environment variables copy it
+    /// verbatim, e.g. `2001:DB8::`); `None` when there is no cluster IP.
+    pub(crate) cluster_ip_text: Option<Arc<str>>,
     pub(crate) headless: bool,
     pub(crate) ip_families: Vec<IpFamily>,
     pub(crate) ports: Vec<ServicePort>,
@@ -244,6 +247,11 @@ impl Service {
     /// The allocated cluster IPs, primary first (empty for headless Services).
     pub fn cluster_ips(&self) -> &[IpAddr] {
         &self.cluster_ips
+    }
+    /// The primary cluster IP as the object spells it (`spec.clusterIP`,
+    /// else `spec.clusterIPs[0]`), for consumers that copy it verbatim.
+    pub fn cluster_ip_text(&self) -> Option<&str> {
+        self.cluster_ip_text.as_deref()
     }
     /// `clusterIP: None`.
     pub fn is_headless(&self) -> bool {

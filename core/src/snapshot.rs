@@ -17,6 +17,7 @@ use crate::model::{
 };
 use crate::select::{self, Candidate, Locality};
 use crate::shard::ShardedMap;
+use crate::validate::DEFAULT_NAMESPACE;
 
 // === Endpoint ===
 
@@ -165,6 +166,30 @@ pub struct ServiceEntry {
     ports: Box<[Arc<PortEntry>]>,
     /// The family a by-name destination resolves in.
     family: IpFamily,
+    /// Headless Services only: the ready endpoint addresses DNS answers with
+    /// (every slice, with or without ports), by address.
+    dns: Box<[DnsEndpoint]>,
+}
+
+/// A ready address of a headless Service, as DNS publishes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsEndpoint {
+    ip: IpAddr,
+    /// The endpoint's `hostname`, else its address with `.`/`:` turned into
+    /// `-` (`10-3-0-3`), as CoreDNS names endpoints that have no hostname.
+    label: Arc<str>,
+}
+
+impl DnsEndpoint {
+    /// The address.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+    /// The DNS label under the Service name: the endpoint's `hostname`, else
+    /// the dashed address (`10-3-0-3`, `fd00--1`).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
 }
 
 impl ServiceEntry {
@@ -181,6 +206,13 @@ impl ServiceEntry {
     /// its endpoints (IPv4 first).
     pub fn family(&self) -> IpFamily {
         self.family
+    }
+    /// For a headless Service, the addresses DNS answers with: every ready
+    /// endpoint (every endpoint with `publishNotReadyAddresses`) of every
+    /// slice, whether or not the slice has ports, by address. Empty for
+    /// other Services.
+    pub fn dns_endpoints(&self) -> &[DnsEndpoint] {
+        &self.dns
     }
 }
 
@@ -321,11 +353,49 @@ pub(crate) fn build_service<'a>(
         None if !families_seen[0] && families_seen[1] => IpFamily::V6,
         None => IpFamily::V4,
     };
+    let dns = if service.is_headless() {
+        dns_endpoints(service, slices)
+    } else {
+        Box::default()
+    };
     ServiceEntry {
         service: service.clone(),
         ports: ports.into_boxed_slice(),
         family,
+        dns,
     }
+}
+
+/// The ready addresses of a headless Service (kubernetes/dns specification
+/// 2.4: _ready_ endpoints; `publishNotReadyAddresses` makes every endpoint
+/// ready). An address in several slices is listed once; its first slice by
+/// name gives the hostname, unless only a later one has one.
+fn dns_endpoints<'a>(
+    service: &Service,
+    slices: impl Iterator<Item = &'a EndpointSlice>,
+) -> Box<[DnsEndpoint]> {
+    let mut by_ip: BTreeMap<IpAddr, Option<&'a str>> = BTreeMap::new();
+    for slice in slices {
+        for ep in slice.endpoints() {
+            if !(ep.ready() || service.publish_not_ready_addresses()) {
+                continue;
+            }
+            let hostname = by_ip.entry(ep.address()).or_insert(None);
+            if hostname.is_none() {
+                *hostname = ep.hostname();
+            }
+        }
+    }
+    by_ip
+        .into_iter()
+        .map(|(ip, hostname)| DnsEndpoint {
+            ip,
+            label: match hostname {
+                Some(h) => Arc::from(h.to_ascii_lowercase()),
+                None => Arc::from(crate::dns::dashed(ip)),
+            },
+        })
+        .collect()
 }
 
 struct Merged<'a> {
@@ -451,6 +521,34 @@ pub struct Snapshot {
     /// load-balancer IP and external IP. One owner per frontend: a second
     /// Service claiming one is refused at apply time.
     frontends: ShardedMap<Frontend, FrontendEntry>,
+    /// `by_ip`, for PTR answers: every cluster IP and every ready address of
+    /// a headless Service, to the Services (and endpoint labels) that own
+    /// it, ordered by Service key. An address can have several owners (a pod
+    /// behind two headless Services); each gets a PTR record.
+    by_ip: ShardedMap<IpAddr, Box<[PtrOwner]>>,
+    /// `by_namespace`: how many Services each namespace has, so that
+    /// `<ns>.svc.<zone>` exists (NOERROR, no data) exactly when it has one.
+    namespaces: ShardedMap<Arc<str>, u32>,
+}
+
+/// One owner of an address, for PTR answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PtrOwner {
+    pub(crate) service: ServiceKey,
+    /// The endpoint label under the Service name, for a headless Service.
+    pub(crate) label: Option<Arc<str>>,
+}
+
+/// The addresses a Service owns for PTR answers.
+fn ptr_addresses(entry: &ServiceEntry) -> Vec<(IpAddr, Option<Arc<str>>)> {
+    let mut out: Vec<(IpAddr, Option<Arc<str>>)> = entry
+        .service
+        .cluster_ips()
+        .iter()
+        .map(|&ip| (ip, None))
+        .collect();
+    out.extend(entry.dns.iter().map(|e| (e.ip, Some(e.label.clone()))));
+    out
 }
 
 impl fmt::Debug for Snapshot {
@@ -502,6 +600,8 @@ impl Snapshot {
             config,
             services: ShardedMap::default(),
             frontends: ShardedMap::default(),
+            by_ip: ShardedMap::default(),
+            namespaces: ShardedMap::default(),
         }
     }
 
@@ -581,10 +681,9 @@ impl Snapshot {
                 let no_service = || PickError::NoService {
                     destination: dest.to_string(),
                 };
-                let (namespace, svc) = self
-                    .split_name(name, client.namespace.unwrap_or("default"))
+                let entry = self
+                    .service_by_name(name, client.namespace.unwrap_or(DEFAULT_NAMESPACE))
                     .ok_or_else(no_service)?;
-                let entry = self.service(namespace, svc).ok_or_else(no_service)?;
                 if let Some(target) = entry.service.external_name() {
                     return Err(PickError::ExternalName {
                         service: entry.service.key().to_string(),
@@ -617,20 +716,23 @@ impl Snapshot {
         })
     }
 
-    /// `svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.<cluster domain>`.
-    fn split_name<'n>(&self, name: &'n str, default_ns: &'n str) -> Option<(&'n str, &'n str)> {
-        let mut labels = name.splitn(4, '.');
-        let svc = labels.next()?;
-        let Some(ns) = labels.next() else {
-            return Some((default_ns, svc));
-        };
-        match (labels.next(), labels.next()) {
-            (None, _) | (Some("svc"), None) => Some((ns, svc)),
-            (Some("svc"), Some(domain)) if domain == self.config.cluster_domain_name() => {
-                Some((ns, svc))
-            }
-            _ => None,
-        }
+    /// The Service a name reaches from a pod in `namespace`, expanding it
+    /// with the pod's search path as its resolver would ([`crate::dns`]):
+    /// `svc`, `svc.ns`, `svc.ns.svc` and `svc.ns.svc.<zone>` all work.
+    pub fn service_by_name(&self, name: &str, namespace: &str) -> Option<&ServiceEntry> {
+        let zone = self.config.cluster_domain_name();
+        crate::dns::expand(name, namespace, zone, |fqdn| {
+            let (svc, ns) = crate::dns::service_name(fqdn, zone)?;
+            self.service(ns, svc)
+        })
+    }
+
+    pub(crate) fn owners_of(&self, ip: IpAddr) -> &[PtrOwner] {
+        self.by_ip.get(&ip).map_or(&[], |o| &o[..])
+    }
+
+    pub(crate) fn has_namespace(&self, namespace: &str) -> bool {
+        self.namespaces.get(namespace).is_some()
     }
 
     /// This snapshot with the given Services replaced (`None`: removed), as
@@ -642,6 +744,8 @@ impl Snapshot {
     ) -> Result<Snapshot, Error> {
         let mut services = self.services.clone();
         let mut frontends = self.frontends.clone();
+        let mut by_ip = self.by_ip.clone();
+        let mut namespaces = self.namespaces.clone();
         let node_ips = self.config.node_ips();
         for (key, _) in &changes {
             if let Some(old) = self.services.get(key.as_str()) {
@@ -650,6 +754,10 @@ impl Snapshot {
                         frontends.remove(&fe);
                     }
                 }
+                for (ip, _) in ptr_addresses(old) {
+                    remove_owner(&mut by_ip, ip, key);
+                }
+                count_namespace(&mut namespaces, key.namespace(), -1);
             }
         }
         // Frontends a Service already owned are claimed back first, so that
@@ -667,6 +775,10 @@ impl Snapshot {
                     .is_some_and(|e| e.port.service == key);
                 claims.push((!kept, key.clone(), fe, value, origin));
             }
+            for (ip, label) in ptr_addresses(&entry) {
+                add_owner(&mut by_ip, ip, &key, label);
+            }
+            count_namespace(&mut namespaces, key.namespace(), 1);
             services.insert(key, Arc::new(entry));
         }
         claims.sort_by_key(|c| c.0);
@@ -695,7 +807,53 @@ impl Snapshot {
             config: self.config.clone(),
             services,
             frontends,
+            by_ip,
+            namespaces,
         })
+    }
+}
+
+fn remove_owner(by_ip: &mut ShardedMap<IpAddr, Box<[PtrOwner]>>, ip: IpAddr, key: &ServiceKey) {
+    let Some(owners) = by_ip.get(&ip) else {
+        return;
+    };
+    let kept: Box<[PtrOwner]> = owners
+        .iter()
+        .filter(|o| o.service != *key)
+        .cloned()
+        .collect();
+    if kept.is_empty() {
+        by_ip.remove(&ip);
+    } else if kept.len() != owners.len() {
+        by_ip.insert(ip, kept);
+    }
+}
+
+fn add_owner(
+    by_ip: &mut ShardedMap<IpAddr, Box<[PtrOwner]>>,
+    ip: IpAddr,
+    key: &ServiceKey,
+    label: Option<Arc<str>>,
+) {
+    let mut owners: Vec<PtrOwner> = by_ip.get(&ip).map(|o| o.to_vec()).unwrap_or_default();
+    let owner = PtrOwner {
+        service: key.clone(),
+        label,
+    };
+    if owners.contains(&owner) {
+        return;
+    }
+    owners.push(owner);
+    owners.sort_by(|a, b| (&a.service, &a.label).cmp(&(&b.service, &b.label)));
+    by_ip.insert(ip, owners.into_boxed_slice());
+}
+
+fn count_namespace(namespaces: &mut ShardedMap<Arc<str>, u32>, namespace: &str, delta: i32) {
+    let now = namespaces.get(namespace).copied().unwrap_or(0) as i64 + delta as i64;
+    if now <= 0 {
+        namespaces.remove(namespace);
+    } else {
+        namespaces.insert(Arc::from(namespace), now as u32);
     }
 }
 
