@@ -413,17 +413,48 @@ fn parse_dashed(label: &str) -> Option<IpAddr> {
         .map(IpAddr::V6)
 }
 
-fn address_record(name: &str, ttl: u32, ip: IpAddr, qtype: RecordType) -> Option<Record> {
-    let data = match (ip, qtype) {
-        (IpAddr::V4(v4), RecordType::A) => RecordData::A(v4),
-        (IpAddr::V6(v6), RecordType::Aaaa) => RecordData::Aaaa(v6),
-        _ => return None,
+/// `name` with a trailing dot, without `format!`'s overhead (this is the
+/// allocation every answer makes).
+fn absolute(name: &str) -> String {
+    let mut s = String::with_capacity(name.len() + 1);
+    s.push_str(name);
+    s.push('.');
+    s
+}
+
+/// The `A` or `AAAA` records (by `qtype`) of `ips` for `fqdn`.
+fn address_records(
+    fqdn: &str,
+    ttl: u32,
+    ips: impl Iterator<Item = IpAddr>,
+    qtype: RecordType,
+) -> Vec<Record> {
+    let mut data = ips.filter_map(|ip| match (ip, qtype) {
+        (IpAddr::V4(v4), RecordType::A) => Some(RecordData::A(v4)),
+        (IpAddr::V6(v6), RecordType::Aaaa) => Some(RecordData::Aaaa(v6)),
+        _ => None,
+    });
+    let Some(first) = data.next() else {
+        return Vec::new();
     };
-    Some(Record {
-        name: name.to_owned(),
-        ttl,
-        data,
-    })
+    let name = absolute(fqdn);
+    let mut records = Vec::with_capacity(1);
+    for d in data {
+        records.push(Record {
+            name: name.clone(),
+            ttl,
+            data: d,
+        });
+    }
+    records.insert(
+        0,
+        Record {
+            name,
+            ttl,
+            data: first,
+        },
+    );
+    records
 }
 
 fn srv_weight(targets: usize) -> u16 {
@@ -514,7 +545,7 @@ impl Snapshot {
                     return Answer::of(Rcode::NoError);
                 }
                 Answer::records(vec![Record {
-                    name: format!("{fqdn}."),
+                    name: absolute(fqdn),
                     ttl,
                     data: RecordData::Txt(SCHEMA_VERSION.to_owned()),
                 }])
@@ -549,11 +580,9 @@ impl Snapshot {
                     Rcode::NxDomain
                 }),
                 (Some(label), None) => match parse_dashed(label) {
-                    Some(ip) => Answer::records(
-                        address_record(&format!("{fqdn}."), ttl, ip, qtype)
-                            .into_iter()
-                            .collect(),
-                    ),
+                    Some(ip) => {
+                        Answer::records(address_records(fqdn, ttl, std::iter::once(ip), qtype))
+                    }
                     None => Answer::of(Rcode::NxDomain),
                 },
                 _ => Answer::of(Rcode::NxDomain),
@@ -586,7 +615,7 @@ impl Snapshot {
                     None => format!("{}.{}.svc.{zone}.", o.service.name(), o.service.namespace()),
                 };
                 Record {
-                    name: format!("{name}."),
+                    name: absolute(name),
                     ttl,
                     data: RecordData::Ptr(target),
                 }
@@ -609,7 +638,7 @@ fn service_records(
     ttl: u32,
 ) -> Answer {
     let svc = entry.service();
-    let owner = || format!("{fqdn}.");
+    let owner = || absolute(fqdn);
     if let Some(target) = svc.external_name() {
         if first.is_some() {
             return Answer::of(Rcode::NxDomain);
@@ -625,20 +654,16 @@ fn service_records(
         return Answer::of(Rcode::NxDomain);
     }
     match (first, second) {
-        (None, _) => {
-            let mut answers = Vec::with_capacity(1);
-            let name = owner();
-            if headless {
-                for e in entry.dns_endpoints() {
-                    answers.extend(address_record(&name, ttl, e.ip(), qtype));
-                }
-            } else {
-                for &ip in svc.cluster_ips() {
-                    answers.extend(address_record(&name, ttl, ip, qtype));
-                }
-            }
-            Answer::records(answers)
-        }
+        (None, _) => Answer::records(if headless {
+            address_records(
+                fqdn,
+                ttl,
+                entry.dns_endpoints().iter().map(|e| e.ip()),
+                qtype,
+            )
+        } else {
+            address_records(fqdn, ttl, svc.cluster_ips().iter().copied(), qtype)
+        }),
         (Some(proto), None) if proto.starts_with('_') => {
             // `_tcp.<svc>...`: exists when a named port uses the protocol.
             let exists = Protocol::parse(&proto[1..]).is_some_and(|p| {
@@ -656,17 +681,11 @@ fn service_records(
             if !headless {
                 return Answer::of(Rcode::NxDomain);
             }
-            let mut matched = false;
-            let mut answers = Vec::new();
-            let name = owner();
-            for e in entry.dns_endpoints().iter().filter(|e| e.label() == label) {
-                matched = true;
-                answers.extend(address_record(&name, ttl, e.ip(), qtype));
-            }
-            if !matched {
+            let named = || entry.dns_endpoints().iter().filter(|e| e.label() == label);
+            if named().next().is_none() {
                 return Answer::of(Rcode::NxDomain);
             }
-            Answer::records(answers)
+            Answer::records(address_records(fqdn, ttl, named().map(|e| e.ip()), qtype))
         }
         (Some(proto), Some(port)) => {
             let (Some(proto), Some(port)) = (proto.strip_prefix('_'), port.strip_prefix('_'))

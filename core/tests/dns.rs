@@ -32,8 +32,11 @@ fn normalized(line: &str) -> String {
     fields.join(" ")
 }
 
+/// A response code and the answers as zone-file lines.
+type Reply = (Rcode, Vec<String>);
+
 /// `(rcode, answers as zone-file lines)`, sorted.
-fn ask(snapshot: &Snapshot, name: &str, t: &str) -> (Rcode, Vec<String>) {
+fn ask(snapshot: &Snapshot, name: &str, t: &str) -> Reply {
     let answer = snapshot.lookup(name, qtype(t));
     let mut lines: Vec<String> = answer.answers.iter().map(|r| r.to_string()).collect();
     lines.sort();
@@ -324,7 +327,7 @@ fn rules() {
     let s = mesh.snapshot();
     let nx = (Rcode::NxDomain, vec![]);
     let nodata = (Rcode::NoError, vec![]);
-    let cases: &[(&str, &str, &str, (Rcode, Vec<String>))] = &[
+    let cases: &[(&str, &str, &str, Reply)] = &[
         ("no such service", "nope.default.svc.cluster.local", "A", nx.clone()),
         ("no such namespace", "web.nope.svc.cluster.local", "A", nx.clone()),
         ("a name with no record of the type", "web.shop.svc.cluster.local", "AAAA", nodata.clone()),
