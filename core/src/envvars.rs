@@ -38,6 +38,7 @@ pub fn from_services<'a>(services: impl IntoIterator<Item = &'a Service>) -> Vec
         let (Some(ip), Some(first)) = (svc.cluster_ip_text(), svc.ports().first()) else {
             continue;
         };
+        let ip = &*ip;
         let prefix = env_name(svc.key().name());
         push(format!("{prefix}_SERVICE_HOST"), ip.to_owned());
         push(format!("{prefix}_SERVICE_PORT"), first.port().to_string());

@@ -216,8 +216,9 @@ pub struct Service {
     /// Allocated cluster IPs, primary first; empty when headless, ExternalName
     /// or not allocated (e.g. `kubectl create --dry-run` output).
     pub(crate) cluster_ips: Vec<IpAddr>,
-    /// `spec.clusterIP` as written (kubelet's environment variables copy it
-    /// verbatim, e.g. `2001:DB8::`); `None` when there is no cluster IP.
+    /// `spec.clusterIP` as written when that is not how the address prints
+    /// (kubelet's environment variables copy it verbatim, e.g. `2001:DB8::`);
+    /// `None` for the usual canonical spelling, so that it costs nothing.
     pub(crate) cluster_ip_text: Option<Arc<str>>,
     pub(crate) headless: bool,
     pub(crate) ip_families: Vec<IpFamily>,
@@ -250,8 +251,12 @@ impl Service {
     }
     /// The primary cluster IP as the object spells it (`spec.clusterIP`,
     /// else `spec.clusterIPs[0]`), for consumers that copy it verbatim.
-    pub fn cluster_ip_text(&self) -> Option<&str> {
-        self.cluster_ip_text.as_deref()
+    pub fn cluster_ip_text(&self) -> Option<std::borrow::Cow<'_, str>> {
+        match (&self.cluster_ip_text, self.cluster_ips.first()) {
+            (Some(text), _) => Some(std::borrow::Cow::Borrowed(text)),
+            (None, Some(ip)) => Some(std::borrow::Cow::Owned(ip.to_string())),
+            (None, None) => None,
+        }
     }
     /// `clusterIP: None`.
     pub fn is_headless(&self) -> bool {

@@ -525,7 +525,7 @@ pub struct Snapshot {
     /// a headless Service, to the Services (and endpoint labels) that own
     /// it, ordered by Service key. An address can have several owners (a pod
     /// behind two headless Services); each gets a PTR record.
-    by_ip: ShardedMap<IpAddr, Box<[PtrOwner]>>,
+    by_ip: ShardedMap<IpAddr, PtrOwners>,
     /// `by_namespace`: how many Services each namespace has, so that
     /// `<ns>.svc.<zone>` exists (NOERROR, no data) exactly when it has one.
     namespaces: ShardedMap<Arc<str>, u32>,
@@ -537,6 +537,31 @@ pub(crate) struct PtrOwner {
     pub(crate) service: ServiceKey,
     /// The endpoint label under the Service name, for a headless Service.
     pub(crate) label: Option<Arc<str>>,
+}
+
+/// The owners of one address: almost always one, kept inline (no
+/// allocation of its own), so the index costs one hash-table slot per address.
+#[derive(Debug, Clone)]
+pub(crate) enum PtrOwners {
+    One(PtrOwner),
+    Many(Box<[PtrOwner]>),
+}
+
+impl PtrOwners {
+    fn as_slice(&self) -> &[PtrOwner] {
+        match self {
+            PtrOwners::One(o) => std::slice::from_ref(o),
+            PtrOwners::Many(all) => all,
+        }
+    }
+
+    fn from_vec(mut owners: Vec<PtrOwner>) -> Option<PtrOwners> {
+        match owners.len() {
+            0 => None,
+            1 => owners.pop().map(PtrOwners::One),
+            _ => Some(PtrOwners::Many(owners.into_boxed_slice())),
+        }
+    }
 }
 
 /// The addresses a Service owns for PTR answers.
@@ -728,7 +753,7 @@ impl Snapshot {
     }
 
     pub(crate) fn owners_of(&self, ip: IpAddr) -> &[PtrOwner] {
-        self.by_ip.get(&ip).map_or(&[], |o| &o[..])
+        self.by_ip.get(&ip).map_or(&[], PtrOwners::as_slice)
     }
 
     pub(crate) fn has_namespace(&self, namespace: &str) -> bool {
@@ -813,29 +838,36 @@ impl Snapshot {
     }
 }
 
-fn remove_owner(by_ip: &mut ShardedMap<IpAddr, Box<[PtrOwner]>>, ip: IpAddr, key: &ServiceKey) {
+fn remove_owner(by_ip: &mut ShardedMap<IpAddr, PtrOwners>, ip: IpAddr, key: &ServiceKey) {
     let Some(owners) = by_ip.get(&ip) else {
         return;
     };
-    let kept: Box<[PtrOwner]> = owners
+    let before = owners.as_slice().len();
+    let kept: Vec<PtrOwner> = owners
+        .as_slice()
         .iter()
         .filter(|o| o.service != *key)
         .cloned()
         .collect();
-    if kept.is_empty() {
-        by_ip.remove(&ip);
-    } else if kept.len() != owners.len() {
-        by_ip.insert(ip, kept);
+    if kept.len() == before {
+        return;
     }
+    match PtrOwners::from_vec(kept) {
+        Some(owners) => by_ip.insert(ip, owners),
+        None => by_ip.remove(&ip),
+    };
 }
 
 fn add_owner(
-    by_ip: &mut ShardedMap<IpAddr, Box<[PtrOwner]>>,
+    by_ip: &mut ShardedMap<IpAddr, PtrOwners>,
     ip: IpAddr,
     key: &ServiceKey,
     label: Option<Arc<str>>,
 ) {
-    let mut owners: Vec<PtrOwner> = by_ip.get(&ip).map(|o| o.to_vec()).unwrap_or_default();
+    let mut owners: Vec<PtrOwner> = by_ip
+        .get(&ip)
+        .map(|o| o.as_slice().to_vec())
+        .unwrap_or_default();
     let owner = PtrOwner {
         service: key.clone(),
         label,
@@ -845,7 +877,9 @@ fn add_owner(
     }
     owners.push(owner);
     owners.sort_by(|a, b| (&a.service, &a.label).cmp(&(&b.service, &b.label)));
-    by_ip.insert(ip, owners.into_boxed_slice());
+    if let Some(owners) = PtrOwners::from_vec(owners) {
+        by_ip.insert(ip, owners);
+    }
 }
 
 fn count_namespace(namespaces: &mut ShardedMap<Arc<str>, u32>, namespace: &str, delta: i32) {

@@ -249,7 +249,7 @@ pub(crate) fn service(raw: k8s::Service) -> Result<Service, Error> {
             if ip.is_unspecified() {
                 return Err(inv(&field, format!("{ip} is not a usable address")));
             }
-            if cluster_ips.is_empty() {
+            if cluster_ips.is_empty() && ip.to_string() != *s {
                 cluster_ip_text = Some(Arc::from(*s));
             }
             cluster_ips.push(ip);
