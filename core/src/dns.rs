@@ -486,10 +486,16 @@ impl Snapshot {
             return Answer::of(Rcode::Refused);
         }
         let mut buf = [0u8; MAX_NAME];
-        buf[..bare.len()].copy_from_slice(bare.as_bytes());
-        buf[..bare.len()].make_ascii_lowercase();
-        let Ok(lower) = std::str::from_utf8(&buf[..bare.len()]) else {
-            return Answer::of(Rcode::Refused);
+        // Most names arrive lowercase: copy only those that are not.
+        let lower = if bare.bytes().any(|b| b.is_ascii_uppercase()) {
+            buf[..bare.len()].copy_from_slice(bare.as_bytes());
+            buf[..bare.len()].make_ascii_lowercase();
+            match std::str::from_utf8(&buf[..bare.len()]) {
+                Ok(lower) => lower,
+                Err(_) => return Answer::of(Rcode::Refused),
+            }
+        } else {
+            bare
         };
         let zone = self.config().cluster_domain_name();
         let ttl = self.config().dns_ttl_seconds();
