@@ -274,11 +274,9 @@ pub fn expand<R>(
     mut f: impl FnMut(&str) -> Option<R>,
 ) -> Option<R> {
     let mut buf = [0u8; MAX_NAME + 1];
-    let (bare, absolute) = match name.strip_suffix('.') {
-        Some(b) => (b, true),
-        None => (name, false),
-    };
-    let mut try_with = |suffix: [&str; 3]| -> Option<R> {
+    candidates(name).find_map(|candidate| {
+        let (bare, _) = split_absolute(name);
+        let suffix = candidate.suffix(namespace, zone);
         let mut len = 0;
         for (i, part) in std::iter::once(bare)
             .chain(suffix.into_iter().filter(|p| !p.is_empty()))
@@ -296,29 +294,83 @@ pub fn expand<R>(
         }
         buf[..len].make_ascii_lowercase();
         f(std::str::from_utf8(&buf[..len]).ok()?)
-    };
-    if bare.is_empty() {
-        return None;
-    }
-    let as_is = ["", "", ""];
-    if absolute {
-        return try_with(as_is);
-    }
-    let first_as_is = bare.bytes().filter(|&b| b == b'.').count() >= NDOTS;
-    if first_as_is {
-        if let Some(r) = try_with(as_is) {
-            return Some(r);
+    })
+}
+
+/// One name of the search path: the name as it is, or with search domain
+/// `n` appended (0: `<ns>.svc.<zone>`, 1: `svc.<zone>`, 2: `<zone>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Candidate {
+    AsIs,
+    Search(usize),
+}
+
+impl Candidate {
+    fn suffix<'a>(self, namespace: &'a str, zone: &'a str) -> [&'a str; 3] {
+        match self {
+            Candidate::AsIs => ["", "", ""],
+            Candidate::Search(0) => [namespace, "svc", zone],
+            Candidate::Search(1) => ["svc", zone, ""],
+            Candidate::Search(_) => [zone, "", ""],
         }
     }
-    for search in [[namespace, "svc", zone], ["svc", zone, ""], [zone, "", ""]] {
-        if let Some(r) = try_with(search) {
-            return Some(r);
-        }
+}
+
+fn split_absolute(name: &str) -> (&str, bool) {
+    match name.strip_suffix('.') {
+        Some(b) => (b, true),
+        None => (name, false),
     }
-    if first_as_is {
-        None
+}
+
+/// The order of the search path for `name` (the one rule [`expand`] and
+/// by-name destinations share). No allocation: it is on the pick path.
+pub(crate) fn candidates(name: &str) -> impl Iterator<Item = Candidate> {
+    use Candidate::{AsIs, Search};
+    let (bare, absolute) = split_absolute(name);
+    let order: [Option<Candidate>; 4] = if bare.is_empty() {
+        [None; 4]
+    } else if absolute {
+        [Some(AsIs), None, None, None]
+    } else if bare.bytes().filter(|&b| b == b'.').count() >= NDOTS {
+        [
+            Some(AsIs),
+            Some(Search(0)),
+            Some(Search(1)),
+            Some(Search(2)),
+        ]
     } else {
-        try_with(as_is)
+        [
+            Some(Search(0)),
+            Some(Search(1)),
+            Some(Search(2)),
+            Some(AsIs),
+        ]
+    };
+    order.into_iter().flatten()
+}
+
+/// `(service, namespace)` when `candidate` of the lowercase `name` spells
+/// `<svc>.<ns>.svc.<zone>`, worked out from the parts without building the
+/// name (what [`service_name`] answers for the built name).
+pub(crate) fn service_name_of<'n>(
+    candidate: Candidate,
+    name: &'n str,
+    namespace: &'n str,
+    zone: &str,
+) -> Option<(&'n str, &'n str)> {
+    let (bare, _) = split_absolute(name);
+    let two_labels = |s: &'n str| {
+        let (svc, ns) = s.split_once('.')?;
+        (!svc.is_empty() && !ns.is_empty() && !ns.contains('.')).then_some((svc, ns))
+    };
+    match candidate {
+        Candidate::AsIs => service_name(bare, zone),
+        Candidate::Search(0) => {
+            (!bare.contains('.') && !namespace.is_empty()).then_some((bare, namespace))
+        }
+        Candidate::Search(1) => two_labels(bare),
+        Candidate::Search(_) => two_labels(bare.strip_suffix(".svc")?),
     }
 }
 
@@ -816,6 +868,39 @@ mod tests {
         );
         assert!(names("").is_empty());
         assert!(names(".").is_empty());
+    }
+
+    #[test]
+    fn service_names_from_parts_agree_with_built_names() {
+        let zone = "cluster.local";
+        for name in [
+            "web",
+            "web.shop",
+            "web.shop.svc",
+            "web.shop.svc.cluster.local",
+            "web.shop.svc.cluster.local.",
+            "a.web.shop",
+            "web.shop.pod",
+            "a.b.c.d.e.f",
+            "web.shop.svc.cluster.local.x",
+            "svc",
+            "web.",
+        ] {
+            let built: Vec<Option<(String, String)>> = {
+                let mut all = Vec::new();
+                expand(name, "ns", zone, |fqdn| {
+                    all.push(service_name(fqdn, zone).map(|(s, n)| (s.to_owned(), n.to_owned())));
+                    None::<()>
+                });
+                all
+            };
+            let parts: Vec<Option<(String, String)>> = candidates(name)
+                .map(|c| {
+                    service_name_of(c, name, "ns", zone).map(|(s, n)| (s.to_owned(), n.to_owned()))
+                })
+                .collect();
+            assert_eq!(parts, built, "{name}");
+        }
     }
 
     #[test]

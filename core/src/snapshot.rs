@@ -746,8 +746,15 @@ impl Snapshot {
     /// `svc`, `svc.ns`, `svc.ns.svc` and `svc.ns.svc.<zone>` all work.
     pub fn service_by_name(&self, name: &str, namespace: &str) -> Option<&ServiceEntry> {
         let zone = self.config.cluster_domain_name();
-        crate::dns::expand(name, namespace, zone, |fqdn| {
-            let (svc, ns) = crate::dns::service_name(fqdn, zone)?;
+        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            return crate::dns::expand(name, namespace, zone, |fqdn| {
+                let (svc, ns) = crate::dns::service_name(fqdn, zone)?;
+                self.service(ns, svc)
+            });
+        }
+        // The same candidates in the same order, without building each name.
+        crate::dns::candidates(name).find_map(|candidate| {
+            let (svc, ns) = crate::dns::service_name_of(candidate, name, namespace, zone)?;
             self.service(ns, svc)
         })
     }
