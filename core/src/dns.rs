@@ -26,6 +26,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use crate::model::Protocol;
 use crate::snapshot::{ServiceEntry, Snapshot};
@@ -180,8 +181,9 @@ impl RecordData {
 /// One resource record of class `IN`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Record {
-    /// The owner name, lowercase, fully qualified with the trailing dot.
-    pub name: String,
+    /// The owner name, lowercase, fully qualified with the trailing dot
+    /// (shared by the records of one answer).
+    pub name: Arc<str>,
     /// Time to live, in seconds ([`crate::MeshConfig::dns_ttl`]).
     pub ttl: u32,
     /// The data.
@@ -465,13 +467,16 @@ fn parse_dashed(label: &str) -> Option<IpAddr> {
         .map(IpAddr::V6)
 }
 
-/// `name` with a trailing dot, without `format!`'s overhead (this is the
-/// allocation every answer makes).
-fn absolute(name: &str) -> String {
-    let mut s = String::with_capacity(name.len() + 1);
-    s.push_str(name);
-    s.push('.');
-    s
+/// `name` with a trailing dot, in one allocation shared by every record of
+/// the answer.
+fn absolute(name: &str) -> Arc<str> {
+    if name.len() > MAX_NAME {
+        return Arc::from(format!("{name}."));
+    }
+    let mut buf = [0u8; MAX_NAME + 1];
+    buf[..name.len()].copy_from_slice(name.as_bytes());
+    buf[name.len()] = b'.';
+    Arc::from(std::str::from_utf8(&buf[..=name.len()]).unwrap_or(name))
 }
 
 /// The `A` or `AAAA` records (by `qtype`) of `ips` for `fqdn`.
@@ -481,6 +486,7 @@ fn address_records(
     ips: impl Iterator<Item = IpAddr>,
     qtype: RecordType,
 ) -> Vec<Record> {
+    let capacity = ips.size_hint().1.unwrap_or(1);
     let mut data = ips.filter_map(|ip| match (ip, qtype) {
         (IpAddr::V4(v4), RecordType::A) => Some(RecordData::A(v4)),
         (IpAddr::V6(v6), RecordType::Aaaa) => Some(RecordData::Aaaa(v6)),
@@ -490,22 +496,17 @@ fn address_records(
         return Vec::new();
     };
     let name = absolute(fqdn);
-    let mut records = Vec::with_capacity(1);
-    for d in data {
-        records.push(Record {
-            name: name.clone(),
-            ttl,
-            data: d,
-        });
-    }
-    records.insert(
-        0,
-        Record {
-            name,
-            ttl,
-            data: first,
-        },
-    );
+    let mut records = Vec::with_capacity(capacity);
+    records.push(Record {
+        name: name.clone(),
+        ttl,
+        data: first,
+    });
+    records.extend(data.map(|d| Record {
+        name: name.clone(),
+        ttl,
+        data: d,
+    }));
     records
 }
 
@@ -661,6 +662,7 @@ impl Snapshot {
             return Answer::of(Rcode::NoError);
         }
         let zone = self.config().cluster_domain_name();
+        let owner = absolute(name);
         let answers = owners
             .iter()
             .map(|o| {
@@ -673,7 +675,7 @@ impl Snapshot {
                     None => format!("{}.{}.svc.{zone}.", o.service.name(), o.service.namespace()),
                 };
                 Record {
-                    name: absolute(name),
+                    name: owner.clone(),
                     ttl,
                     data: RecordData::Ptr(target),
                 }
