@@ -487,26 +487,32 @@ fn address_records(
     qtype: RecordType,
 ) -> Vec<Record> {
     let capacity = ips.size_hint().1.unwrap_or(1);
-    let mut data = ips.filter_map(|ip| match (ip, qtype) {
-        (IpAddr::V4(v4), RecordType::A) => Some(RecordData::A(v4)),
-        (IpAddr::V6(v6), RecordType::Aaaa) => Some(RecordData::Aaaa(v6)),
-        _ => None,
-    });
-    let Some(first) = data.next() else {
+    let mut data = ips
+        .filter_map(|ip| match (ip, qtype) {
+            (IpAddr::V4(v4), RecordType::A) => Some(RecordData::A(v4)),
+            (IpAddr::V6(v6), RecordType::Aaaa) => Some(RecordData::Aaaa(v6)),
+            _ => None,
+        })
+        .peekable();
+    if data.peek().is_none() {
         return Vec::new();
-    };
-    let name = absolute(fqdn);
+    }
+    let mut name = Some(absolute(fqdn));
     let mut records = Vec::with_capacity(capacity);
-    records.push(Record {
-        name: name.clone(),
-        ttl,
-        data: first,
-    });
-    records.extend(data.map(|d| Record {
-        name: name.clone(),
-        ttl,
-        data: d,
-    }));
+    while let Some(d) = data.next() {
+        // The last record takes the name: the usual answer of one record
+        // touches no reference count.
+        let this = if data.peek().is_some() {
+            name.clone()
+        } else {
+            name.take()
+        };
+        records.push(Record {
+            name: this.expect("taken only by the last record"),
+            ttl,
+            data: d,
+        });
+    }
     records
 }
 
