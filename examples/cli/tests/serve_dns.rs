@@ -241,6 +241,7 @@ fn a_large_answer_is_truncated_over_udp_and_whole_over_tcp() {
     std::fs::write(&file, big_headless()).unwrap();
     let server = Server::start(&[&file], &["127.0.0.1:0"]);
     let name = "big.default.svc.cluster.local";
+    let mut fitted = Vec::new();
     for (edns, limit) in [("+noedns", 512), ("+bufsize=1232", 1232)] {
         let udp = server.dig(0, &[name, "A", "+notcp", "+ignore", edns]);
         assert!(udp.flags.contains(&"tc".to_owned()), "{edns}: {udp:?}");
@@ -251,7 +252,10 @@ fn a_large_answer_is_truncated_over_udp_and_whole_over_tcp() {
         );
         // Each A record is 16 bytes compressed; the header and question ~50.
         assert!(udp.answers.len() * 16 < limit, "{edns}");
+        fitted.push(udp.answers.len());
     }
+    // The client's EDNS0 payload size is honoured: more fit in 1232 than in 512.
+    assert!(fitted[1] > fitted[0] * 2, "{fitted:?}");
     let tcp = server.dig(0, &[name, "A", "+tcp"]);
     assert!(!tcp.flags.contains(&"tc".to_owned()), "{tcp:?}");
     assert_eq!(tcp.answers.len(), 100);
