@@ -265,9 +265,13 @@ fn answer(mesh: &Mesh, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
         ));
     }
     let mut bytes = reply.build_bytes_vec_compressed().ok()?;
-    // Over UDP, drop answers from the end until the rest fits, and say so.
+    // Too large for the transport (the client's UDP size, or 64 KiB over
+    // TCP): drop answers from the end until the rest fits, and say so. The
+    // first cut is proportional, so a huge answer is not rebuilt per record.
     while bytes.len() > limit && !reply.answers.is_empty() {
-        reply.answers.pop();
+        let n = reply.answers.len();
+        let keep = (n * limit / bytes.len()).min(n - 1);
+        reply.answers.truncate(keep);
         reply.set_flags(PacketFlag::TRUNCATION);
         bytes = reply.build_bytes_vec_compressed().ok()?;
     }
@@ -344,4 +348,91 @@ fn reload_once(mesh: &Mesh, files: &[String]) -> Result<u64, String> {
         .update([Update::Reset(objects)])
         .map_err(|e| e.to_string())?;
     Ok(report.version)
+}
+
+#[cfg(test)]
+mod tests {
+    use simple_dns::{Question, QTYPE, TYPE};
+
+    use super::*;
+
+    /// A headless Service with `n` ready addresses (slices of at most 1000).
+    fn mesh(n: u32) -> Mesh {
+        let mut yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: big, namespace: default}\nspec: {clusterIP: None}\n".to_owned();
+        for (i, chunk) in (0..n).collect::<Vec<_>>().chunks(1000).enumerate() {
+            let endpoints: Vec<String> = chunk
+                .iter()
+                .map(|j| {
+                    format!(
+                        "{{addresses: [{}]}}",
+                        std::net::Ipv4Addr::from(0x0a00_0000 + j)
+                    )
+                })
+                .collect();
+            yaml.push_str(&format!(
+                "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: big-{i}, namespace: default, labels: {{kubernetes.io/service-name: big}}}}\naddressType: IPv4\nendpoints: [{}]\n",
+                endpoints.join(", ")
+            ));
+        }
+        let mesh = Mesh::new(pobox::MeshConfig::new()).unwrap();
+        mesh.apply(yaml.as_bytes()).unwrap();
+        mesh
+    }
+
+    fn query(edns: Option<u16>) -> Vec<u8> {
+        let mut q = Packet::new_query(7);
+        q.questions.push(Question::new(
+            Name::new("big.default.svc.cluster.local").unwrap(),
+            QTYPE::TYPE(TYPE::A),
+            QCLASS::CLASS(CLASS::IN),
+            false,
+        ));
+        if let Some(size) = edns {
+            *q.opt_mut() = Some(OPT {
+                opt_codes: Vec::new(),
+                udp_packet_size: size,
+                version: 0,
+            });
+        }
+        q.build_bytes_vec().unwrap()
+    }
+
+    /// (bytes, answers, truncated)
+    fn ask(mesh: &Mesh, query: &[u8], transport: Transport) -> (usize, usize, bool) {
+        let bytes = answer(mesh, query, transport).unwrap();
+        let reply = Packet::parse(&bytes).unwrap();
+        (
+            bytes.len(),
+            reply.answers.len(),
+            reply.has_flags(PacketFlag::TRUNCATION),
+        )
+    }
+
+    #[test]
+    fn answers_fit_their_transport() {
+        let big = mesh(5000);
+        let (len, n, tc) = ask(&big, &query(None), Transport::Udp);
+        assert!(len <= 512 && n > 20 && tc, "{len} {n} {tc}");
+        // EDNS0 sizes are honoured up to 1232, and never below 512.
+        let (len, n, tc) = ask(&big, &query(Some(4096)), Transport::Udp);
+        assert!(len <= 1232 && n > 60 && tc, "{len} {n} {tc}");
+        let (len, _, tc) = ask(&big, &query(Some(100)), Transport::Udp);
+        assert!(len <= 512 && len > 400 && tc, "{len}");
+        // 5000 records do not fit a TCP message either: truncated, not dropped.
+        let (len, n, tc) = ask(&big, &query(None), Transport::Tcp);
+        assert!(len <= 65535 && n > 3000 && tc, "{len} {n} {tc}");
+        // What fits is answered whole.
+        let small = mesh(10);
+        let (_, n, tc) = ask(&small, &query(None), Transport::Udp);
+        assert_eq!((n, tc), (10, false));
+    }
+
+    #[test]
+    fn responses_and_runts_get_no_reply() {
+        let m = mesh(1);
+        let mut response = query(None);
+        response[2] |= 0x80;
+        assert_eq!(answer(&m, &response, Transport::Udp), None);
+        assert_eq!(answer(&m, &[0, 7, 1], Transport::Udp), None);
+    }
 }
