@@ -9,6 +9,13 @@ use crate::validate::is_dns1123_subdomain;
 /// The cluster domain when none is configured.
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 
+/// The TTL of DNS answers when none is configured: 5 seconds, CoreDNS's
+/// `kubernetes` plugin default. Short, because the records follow endpoints
+/// that come and go (a client caching a headless answer for minutes would
+/// keep dialing pods that are gone), and long enough that a client resolving
+/// per request does not ask for every connection.
+pub const DEFAULT_DNS_TTL: u32 = 5;
+
 /// Where this process runs, as kube-proxy knows its own node.
 ///
 /// ```
@@ -26,6 +33,7 @@ pub struct MeshConfig {
     node_ips: Vec<IpAddr>,
     cluster_domain: String,
     affinity_capacity: usize,
+    dns_ttl: u32,
 }
 
 impl Default for MeshConfig {
@@ -36,12 +44,13 @@ impl Default for MeshConfig {
             node_ips: Vec::new(),
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_owned(),
             affinity_capacity: DEFAULT_AFFINITY_CAPACITY,
+            dns_ttl: DEFAULT_DNS_TTL,
         }
     }
 }
 
 impl MeshConfig {
-    /// No node, no zone, no node IPs, `cluster.local`.
+    /// No node, no zone, no node IPs, `cluster.local`, DNS TTL 5 s.
     pub fn new() -> Self {
         Self::default()
     }
@@ -83,6 +92,17 @@ impl MeshConfig {
     /// The session-affinity capacity.
     pub fn affinity_capacity_entries(&self) -> usize {
         self.affinity_capacity
+    }
+
+    /// The TTL, in seconds, of every DNS answer (default [`DEFAULT_DNS_TTL`]).
+    pub fn dns_ttl(mut self, seconds: u32) -> Self {
+        self.dns_ttl = seconds;
+        self
+    }
+
+    /// The TTL of DNS answers, in seconds.
+    pub fn dns_ttl_seconds(&self) -> u32 {
+        self.dns_ttl
     }
 
     /// The configured node name.

@@ -39,6 +39,8 @@ mod affinity;
 mod balance;
 mod config;
 mod dest;
+pub mod dns;
+mod envvars;
 mod error;
 mod hash;
 mod health;
@@ -53,8 +55,10 @@ mod snapshot;
 mod validate;
 
 pub use affinity::{Clock, ManualClock, SystemClock, DEFAULT_AFFINITY_CAPACITY};
-pub use config::{MeshConfig, DEFAULT_CLUSTER_DOMAIN};
+pub use config::{MeshConfig, DEFAULT_CLUSTER_DOMAIN, DEFAULT_DNS_TTL};
 pub use dest::{Client, Destination, PortRef};
+pub use dns::{Answer, Rcode, Record, RecordData, RecordType};
+pub use envvars::{from_services, EnvVar};
 pub use error::{Error, PickError};
 pub use health::{
     Outcome, OutlierDetection, ANNOTATION_OUTLIER_BASE_EJECTION, ANNOTATION_OUTLIER_FAILURES,
@@ -71,5 +75,5 @@ pub use policy::{
     ANNOTATION_RING_SIZE, ANNOTATION_WEIGHTS, DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_RING_SIZE,
     MAX_MAGLEV_TABLE_SIZE, MAX_RING_SIZE, MAX_WEIGHT,
 };
-pub use snapshot::{Endpoint, PortEntry, Resolved, ServiceEntry, Snapshot, Traffic};
+pub use snapshot::{DnsEndpoint, Endpoint, PortEntry, Resolved, ServiceEntry, Snapshot, Traffic};
 pub use validate::{DEFAULT_NAMESPACE, LABEL_SERVICE_NAME};

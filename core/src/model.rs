@@ -219,6 +219,10 @@ pub struct Service {
     /// Allocated cluster IPs, primary first; empty when headless, ExternalName
     /// or not allocated (e.g. `kubectl create --dry-run` output).
     pub(crate) cluster_ips: Vec<IpAddr>,
+    /// `spec.clusterIP` as written when that is not how the address prints
+    /// (kubelet's environment variables copy it verbatim, e.g. `2001:DB8::`);
+    /// `None` for the usual canonical spelling, so that it costs nothing.
+    pub(crate) cluster_ip_text: Option<Arc<str>>,
     pub(crate) headless: bool,
     pub(crate) ip_families: Vec<IpFamily>,
     pub(crate) ports: Vec<ServicePort>,
@@ -249,6 +253,15 @@ impl Service {
     /// The allocated cluster IPs, primary first (empty for headless Services).
     pub fn cluster_ips(&self) -> &[IpAddr] {
         &self.cluster_ips
+    }
+    /// The primary cluster IP as the object spells it (`spec.clusterIP`,
+    /// else `spec.clusterIPs[0]`), for consumers that copy it verbatim.
+    pub fn cluster_ip_text(&self) -> Option<std::borrow::Cow<'_, str>> {
+        match (&self.cluster_ip_text, self.cluster_ips.first()) {
+            (Some(text), _) => Some(std::borrow::Cow::Borrowed(text)),
+            (None, Some(ip)) => Some(std::borrow::Cow::Owned(ip.to_string())),
+            (None, None) => None,
+        }
     }
     /// `clusterIP: None`.
     pub fn is_headless(&self) -> bool {

@@ -22,6 +22,7 @@ use crate::model::{
 use crate::policy::{self, random_index, ring_lookup, stable_hash, LbPolicy, Table};
 use crate::select::{self, Candidate, Locality};
 use crate::shard::ShardedMap;
+use crate::validate::DEFAULT_NAMESPACE;
 
 // === Endpoint ===
 
@@ -309,6 +310,30 @@ pub struct ServiceEntry {
     ports: Box<[Arc<PortEntry>]>,
     /// The family a by-name destination resolves in.
     family: IpFamily,
+    /// Headless Services only: the ready endpoint addresses DNS answers with
+    /// (every slice, with or without ports), by address.
+    dns: Box<[DnsEndpoint]>,
+}
+
+/// A ready address of a headless Service, as DNS publishes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsEndpoint {
+    ip: IpAddr,
+    /// The endpoint's `hostname`, else its address with `.`/`:` turned into
+    /// `-` (`10-3-0-3`), as CoreDNS names endpoints that have no hostname.
+    label: Arc<str>,
+}
+
+impl DnsEndpoint {
+    /// The address.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+    /// The DNS label under the Service name: the endpoint's `hostname`, else
+    /// the dashed address (`10-3-0-3`, `fd00--1`).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
 }
 
 impl ServiceEntry {
@@ -325,6 +350,13 @@ impl ServiceEntry {
     /// its endpoints (IPv4 first).
     pub fn family(&self) -> IpFamily {
         self.family
+    }
+    /// For a headless Service, the addresses DNS answers with: every ready
+    /// endpoint (every endpoint with `publishNotReadyAddresses`) of every
+    /// slice, whether or not the slice has ports, by address. Empty for
+    /// other Services.
+    pub fn dns_endpoints(&self) -> &[DnsEndpoint] {
+        &self.dns
     }
 }
 
@@ -511,11 +543,49 @@ pub(crate) fn build_service<'a>(
         None if !families_seen[0] && families_seen[1] => IpFamily::V6,
         None => IpFamily::V4,
     };
+    let dns = if service.is_headless() {
+        dns_endpoints(service, slices)
+    } else {
+        Box::default()
+    };
     ServiceEntry {
         service: service.clone(),
         ports: ports.into_boxed_slice(),
         family,
+        dns,
     }
+}
+
+/// The ready addresses of a headless Service (kubernetes/dns specification
+/// 2.4: _ready_ endpoints; `publishNotReadyAddresses` makes every endpoint
+/// ready). An address in several slices is listed once; its first slice by
+/// name gives the hostname, unless only a later one has one.
+fn dns_endpoints<'a>(
+    service: &Service,
+    slices: impl Iterator<Item = &'a EndpointSlice>,
+) -> Box<[DnsEndpoint]> {
+    let mut by_ip: BTreeMap<IpAddr, Option<&'a str>> = BTreeMap::new();
+    for slice in slices {
+        for ep in slice.endpoints() {
+            if !(ep.ready() || service.publish_not_ready_addresses()) {
+                continue;
+            }
+            let hostname = by_ip.entry(ep.address()).or_insert(None);
+            if hostname.is_none() {
+                *hostname = ep.hostname();
+            }
+        }
+    }
+    by_ip
+        .into_iter()
+        .map(|(ip, hostname)| DnsEndpoint {
+            ip,
+            label: match hostname {
+                Some(h) => Arc::from(h.to_ascii_lowercase()),
+                None => Arc::from(crate::dns::dashed(ip)),
+            },
+        })
+        .collect()
 }
 
 struct Merged<'a> {
@@ -696,6 +766,59 @@ pub struct Snapshot {
     /// Session-affinity bindings, shared by every snapshot of the mesh.
     affinity: Arc<Affinity>,
     clock: Arc<dyn Clock>,
+    /// `by_ip`, for PTR answers: every cluster IP and every ready address of
+    /// a headless Service, to the Services (and endpoint labels) that own
+    /// it, ordered by Service key. An address can have several owners (a pod
+    /// behind two headless Services); each gets a PTR record.
+    by_ip: ShardedMap<IpAddr, PtrOwners>,
+    /// `by_namespace`: how many Services each namespace has, so that
+    /// `<ns>.svc.<zone>` exists (NOERROR, no data) exactly when it has one.
+    namespaces: ShardedMap<Arc<str>, u32>,
+}
+
+/// One owner of an address, for PTR answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PtrOwner {
+    pub(crate) service: ServiceKey,
+    /// The endpoint label under the Service name, for a headless Service.
+    pub(crate) label: Option<Arc<str>>,
+}
+
+/// The owners of one address: almost always one, kept inline (no
+/// allocation of its own), so the index costs one hash-table slot per address.
+#[derive(Debug, Clone)]
+pub(crate) enum PtrOwners {
+    One(PtrOwner),
+    Many(Box<[PtrOwner]>),
+}
+
+impl PtrOwners {
+    fn as_slice(&self) -> &[PtrOwner] {
+        match self {
+            PtrOwners::One(o) => std::slice::from_ref(o),
+            PtrOwners::Many(all) => all,
+        }
+    }
+
+    fn from_vec(mut owners: Vec<PtrOwner>) -> Option<PtrOwners> {
+        match owners.len() {
+            0 => None,
+            1 => owners.pop().map(PtrOwners::One),
+            _ => Some(PtrOwners::Many(owners.into_boxed_slice())),
+        }
+    }
+}
+
+/// The addresses a Service owns for PTR answers.
+fn ptr_addresses(entry: &ServiceEntry) -> Vec<(IpAddr, Option<Arc<str>>)> {
+    let mut out: Vec<(IpAddr, Option<Arc<str>>)> = entry
+        .service
+        .cluster_ips()
+        .iter()
+        .map(|&ip| (ip, None))
+        .collect();
+    out.extend(entry.dns.iter().map(|e| (e.ip, Some(e.label.clone()))));
+    out
 }
 
 impl fmt::Debug for Snapshot {
@@ -792,6 +915,8 @@ impl Snapshot {
             clock,
             services: ShardedMap::default(),
             frontends: ShardedMap::default(),
+            by_ip: ShardedMap::default(),
+            namespaces: ShardedMap::default(),
         }
     }
 
@@ -892,10 +1017,9 @@ impl Snapshot {
                 let no_service = || PickError::NoService {
                     destination: dest.to_string(),
                 };
-                let (namespace, svc) = self
-                    .split_name(name, client.namespace.unwrap_or("default"))
+                let entry = self
+                    .service_by_name(name, client.namespace.unwrap_or(DEFAULT_NAMESPACE))
                     .ok_or_else(no_service)?;
-                let entry = self.service(namespace, svc).ok_or_else(no_service)?;
                 if let Some(target) = entry.service.external_name() {
                     return Err(PickError::ExternalName {
                         service: entry.service.key().to_string(),
@@ -927,20 +1051,30 @@ impl Snapshot {
             .get(&Frontend::new(addr.ip(), addr.port(), protocol))
     }
 
-    /// `svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.<cluster domain>`.
-    fn split_name<'n>(&self, name: &'n str, default_ns: &'n str) -> Option<(&'n str, &'n str)> {
-        let mut labels = name.splitn(4, '.');
-        let svc = labels.next()?;
-        let Some(ns) = labels.next() else {
-            return Some((default_ns, svc));
-        };
-        match (labels.next(), labels.next()) {
-            (None, _) | (Some("svc"), None) => Some((ns, svc)),
-            (Some("svc"), Some(domain)) if domain == self.config.cluster_domain_name() => {
-                Some((ns, svc))
-            }
-            _ => None,
+    /// The Service a name reaches from a pod in `namespace`, expanding it
+    /// with the pod's search path as its resolver would ([`crate::dns`]):
+    /// `svc`, `svc.ns`, `svc.ns.svc` and `svc.ns.svc.<zone>` all work.
+    pub fn service_by_name(&self, name: &str, namespace: &str) -> Option<&ServiceEntry> {
+        let zone = self.config.cluster_domain_name();
+        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            return crate::dns::expand(name, namespace, zone, |fqdn| {
+                let (svc, ns) = crate::dns::service_name(fqdn, zone)?;
+                self.service(ns, svc)
+            });
         }
+        // The same candidates in the same order, without building each name.
+        crate::dns::candidates(name).find_map(|candidate| {
+            let (svc, ns) = crate::dns::service_name_of(candidate, name, namespace, zone)?;
+            self.service(ns, svc)
+        })
+    }
+
+    pub(crate) fn owners_of(&self, ip: IpAddr) -> &[PtrOwner] {
+        self.by_ip.get(&ip).map_or(&[], PtrOwners::as_slice)
+    }
+
+    pub(crate) fn has_namespace(&self, namespace: &str) -> bool {
+        self.namespaces.get(namespace).is_some()
     }
 
     /// This snapshot with the given Services replaced (`None`: removed), as
@@ -952,6 +1086,8 @@ impl Snapshot {
     ) -> Result<Snapshot, Error> {
         let mut services = self.services.clone();
         let mut frontends = self.frontends.clone();
+        let mut by_ip = self.by_ip.clone();
+        let mut namespaces = self.namespaces.clone();
         let node_ips = self.config.node_ips();
         for (key, _) in &changes {
             if let Some(old) = self.services.get(key.as_str()) {
@@ -960,6 +1096,10 @@ impl Snapshot {
                         frontends.remove(&fe);
                     }
                 }
+                for (ip, _) in ptr_addresses(old) {
+                    remove_owner(&mut by_ip, ip, key);
+                }
+                count_namespace(&mut namespaces, key.namespace(), -1);
             }
         }
         // Frontends a Service already owned are claimed back first, so that
@@ -975,6 +1115,10 @@ impl Snapshot {
                 let kept = self.frontends.get(&fe).is_some_and(|e| e.owner() == &key);
                 claims.push((!kept, key.clone(), fe, value, origin));
             }
+            for (ip, label) in ptr_addresses(&entry) {
+                add_owner(&mut by_ip, ip, &key, label);
+            }
+            count_namespace(&mut namespaces, key.namespace(), 1);
             services.insert(key, entry);
         }
         claims.sort_by_key(|c| c.0);
@@ -1005,6 +1149,8 @@ impl Snapshot {
             clock: self.clock.clone(),
             services,
             frontends,
+            by_ip,
+            namespaces,
         })
     }
 }
@@ -1017,6 +1163,59 @@ fn hash_key(client: &Client<'_>) -> Option<u64> {
         (None, Some(IpAddr::V4(v4))) => Some(stable_hash(&v4.octets(), 2)),
         (None, Some(IpAddr::V6(v6))) => Some(stable_hash(&v6.octets(), 2)),
         (None, None) => None,
+    }
+}
+
+fn remove_owner(by_ip: &mut ShardedMap<IpAddr, PtrOwners>, ip: IpAddr, key: &ServiceKey) {
+    let Some(owners) = by_ip.get(&ip) else {
+        return;
+    };
+    let before = owners.as_slice().len();
+    let kept: Vec<PtrOwner> = owners
+        .as_slice()
+        .iter()
+        .filter(|o| o.service != *key)
+        .cloned()
+        .collect();
+    if kept.len() == before {
+        return;
+    }
+    match PtrOwners::from_vec(kept) {
+        Some(owners) => by_ip.insert(ip, owners),
+        None => by_ip.remove(&ip),
+    };
+}
+
+fn add_owner(
+    by_ip: &mut ShardedMap<IpAddr, PtrOwners>,
+    ip: IpAddr,
+    key: &ServiceKey,
+    label: Option<Arc<str>>,
+) {
+    let mut owners: Vec<PtrOwner> = by_ip
+        .get(&ip)
+        .map(|o| o.as_slice().to_vec())
+        .unwrap_or_default();
+    let owner = PtrOwner {
+        service: key.clone(),
+        label,
+    };
+    if owners.contains(&owner) {
+        return;
+    }
+    owners.push(owner);
+    owners.sort_by(|a, b| (&a.service, &a.label).cmp(&(&b.service, &b.label)));
+    if let Some(owners) = PtrOwners::from_vec(owners) {
+        by_ip.insert(ip, owners);
+    }
+}
+
+fn count_namespace(namespaces: &mut ShardedMap<Arc<str>, u32>, namespace: &str, delta: i32) {
+    let now = namespaces.get(namespace).copied().unwrap_or(0) as i64 + delta as i64;
+    if now <= 0 {
+        namespaces.remove(namespace);
+    } else {
+        namespaces.insert(Arc::from(namespace), now as u32);
     }
 }
 

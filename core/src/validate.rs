@@ -215,6 +215,7 @@ pub(crate) fn service(raw: k8s::Service) -> Result<Service, Error> {
     };
     let headless = first == "None";
     let mut cluster_ips = Vec::new();
+    let mut cluster_ip_text = None;
     if service_type == ServiceType::ExternalName {
         if !first.is_empty() {
             return Err(inv(
@@ -256,6 +257,9 @@ pub(crate) fn service(raw: k8s::Service) -> Result<Service, Error> {
             let ip = parse_ip(s).map_err(|m| inv(&field, m))?;
             if ip.is_unspecified() {
                 return Err(inv(&field, format!("{ip} is not a usable address")));
+            }
+            if cluster_ips.is_empty() && ip.to_string() != *s {
+                cluster_ip_text = Some(Arc::from(*s));
             }
             cluster_ips.push(ip);
         }
@@ -578,6 +582,7 @@ pub(crate) fn service(raw: k8s::Service) -> Result<Service, Error> {
         key: ServiceKey::new(&namespace, &name),
         service_type,
         cluster_ips,
+        cluster_ip_text,
         headless,
         ip_families,
         ports,

@@ -13,6 +13,10 @@ use pobox::{
 };
 use serde_json::{json, Value};
 
+mod dns;
+#[cfg(feature = "serve-dns")]
+mod serve;
+
 const USAGE: &str = "\
 usage: pobox [-f PATH]... [--node NAME] [--zone ZONE] [--node-ip IP]... [--cluster-domain D] COMMAND
 
@@ -34,14 +38,20 @@ commands:
   endpoints DEST [--all] [--json]                   the eligible endpoints for DEST (--all: every known one)
   resolve DEST [--client IP] [--key K] [--count N] [--json]
                                                     N picks, one per line (--client and --key
-                                                    feed the maglev and ring-hash policies)
+                                                    feed affinity and the hash policies)
+  dns NAME [TYPE] [--namespace NS] [--json]         DNS records (TYPE: A, AAAA, SRV, PTR, CNAME, TXT;
+                                                    --namespace: the search path of a pod in NS)
+  env NAMESPACE                                     kubelet's service environment variables
+  serve-dns --listen ADDR:PORT [--listen ...]       a DNS server (UDP and TCP) on the inputs, reloaded
+                                                    when they change
 
 DEST: IP:PORT, [IPv6]:PORT, or a Service name (svc, svc.ns, svc.ns.svc,
 svc.ns.svc.cluster.local) with :PORT or :PORT-NAME (optional when the Service
 has one port); /TCP, /UDP or /SCTP may follow.
 
-exit status: 0 success; 1 DEST matches no Service or port; 2 usage or input
-error; 3 no eligible endpoint (kube-proxy would reject the connection).
+exit status: 0 success; 1 DEST matches no Service or port (dns: NXDOMAIN or
+REFUSED); 2 usage or input error; 3 no eligible endpoint (kube-proxy would
+reject the connection).
 ";
 
 /// A failure with its exit status.
@@ -84,6 +94,8 @@ struct Args {
     client: Option<IpAddr>,
     count: Option<u64>,
     key: Option<String>,
+    namespace: Option<String>,
+    listen: Vec<String>,
 }
 
 fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, Fail> {
@@ -120,6 +132,8 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, Fa
             }
             "--cluster-domain" => args.config = args.config.cluster_domain(value(&flag)?),
             "--json" => args.json = true,
+            "-n" | "--namespace" => args.namespace = Some(value(&flag)?),
+            "--listen" => args.listen.push(value(&flag)?),
             "--all" => args.all = true,
             "--client" => {
                 let v = value(&flag)?;
@@ -257,6 +271,10 @@ fn run(out: &mut impl Write) -> Result<(), Fail> {
             let dest = Destination::parse(&args.positional[0])?;
             resolve(&load(&args)?, &dest, &args)?
         }
+        "dns" => dns::dns(&load(&args)?, &args)?,
+        "env" => dns::env(&load(&args)?, &args)?,
+        #[cfg(feature = "serve-dns")]
+        "serve-dns" => serve::serve(&args)?,
         other => return Err(Fail::usage(format!("unknown command {other:?}\n\n{USAGE}"))),
     };
     out.write_all(text.as_bytes())
