@@ -318,6 +318,17 @@ impl Mesh {
         Ok(())
     }
 
+    /// Reports an outcome for `endpoint` in every service port that has it,
+    /// for callers that know only the address they connected to.
+    pub fn report_endpoint(&self, endpoint: SocketAddr, outcome: Outcome) {
+        let snapshot = self.shared.current.load_full();
+        for entry in snapshot.services() {
+            for port in entry.ports() {
+                snapshot.record(port, endpoint, outcome);
+            }
+        }
+    }
+
     /// Ends a request counted in flight by a host that does not hold a
     /// [`Request`]: the explicit completion call of least-request.
     pub fn end(&self, dest: &Destination, endpoint: SocketAddr) -> Result<(), PickError> {

@@ -228,7 +228,20 @@ impl PortEntry {
             Table::Members if self.policy == LbPolicy::LeastRequest => {
                 return Some(self.least_request(members, now));
             }
-            Table::Members => self.slot.next(set, members.len()),
+            Table::Members => {
+                let at = self.slot.next(set, members.len());
+                if self.is_ejected(members[at] as usize, now) && !self.panicking(members, now) {
+                    // Round robin passes over an ejected endpoint by moving
+                    // on, so its share spreads over the others.
+                    for _ in 1..members.len() {
+                        let next = self.slot.next(set, members.len());
+                        if !self.is_ejected(members[next] as usize, now) {
+                            return Some(members[next] as usize);
+                        }
+                    }
+                }
+                at
+            }
             Table::Sequence(seq) => seq[self.slot.next(set, seq.len())] as usize,
             Table::Maglev(table) => match hash_key(client) {
                 Some(h) => table[(h % table.len() as u64) as usize] as usize,
@@ -253,26 +266,31 @@ impl PortEntry {
     /// too few members are healthy (the panic threshold), ejections are ignored.
     fn avoid_ejected(&self, members: &[u32], at: usize, now: Duration) -> usize {
         let first = members[at] as usize;
-        let Some(outlier) = self.outlier else {
-            return first;
-        };
-        if !self.is_ejected(first, now) {
+        if self.outlier.is_none() {
             return first;
         }
-        let healthy = members
-            .iter()
-            .filter(|&&m| !self.is_ejected(m as usize, now))
-            .count();
-        if healthy == 0
-            || (healthy as u64) * 100
-                < outlier.panic_threshold_percent as u64 * members.len() as u64
-        {
+        if !self.is_ejected(first, now) || self.panicking(members, now) {
             return first;
         }
         (1..members.len())
             .map(|k| members[(at + k) % members.len()] as usize)
             .find(|&m| !self.is_ejected(m, now))
             .unwrap_or(first)
+    }
+
+    /// Whether too few members are healthy for ejections to count (Envoy's
+    /// panic threshold): then every member takes traffic.
+    fn panicking(&self, members: &[u32], now: Duration) -> bool {
+        let Some(outlier) = self.outlier else {
+            return false;
+        };
+        let healthy = members
+            .iter()
+            .filter(|&&m| !self.is_ejected(m as usize, now))
+            .count();
+        healthy == 0
+            || (healthy as u64) * 100
+                < outlier.panic_threshold_percent as u64 * members.len() as u64
     }
 
     /// Power of two choices: of two random members (distinct when there are

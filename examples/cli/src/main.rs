@@ -14,6 +14,7 @@ use pobox::{
 use serde_json::{json, Value};
 
 mod dns;
+mod replay;
 #[cfg(feature = "serve-dns")]
 mod serve;
 
@@ -41,6 +42,7 @@ commands:
                                                     feed affinity and the hash policies)
   dns NAME [TYPE] [--namespace NS] [--json]         DNS records (TYPE: A, AAAA, SRV, PTR, CNAME, TXT;
                                                     --namespace: the search path of a pod in NS)
+  replay SCRIPT [--seed N]                          a deterministic simulation from JSON lines (see README)
   env NAMESPACE                                     kubelet's service environment variables
   serve-dns --listen ADDR:PORT [--listen ...]       a DNS server (UDP and TCP) on the inputs, reloaded
                                                     when they change
@@ -94,6 +96,7 @@ struct Args {
     client: Option<IpAddr>,
     count: Option<u64>,
     key: Option<String>,
+    seed: Option<u64>,
     namespace: Option<String>,
     listen: Vec<String>,
 }
@@ -143,6 +146,13 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, Fa
                     })?);
             }
             "--key" => args.key = Some(value(&flag)?),
+            "--seed" => {
+                let v = value(&flag)?;
+                args.seed = Some(
+                    v.parse()
+                        .map_err(|_| Fail::usage(format!("--seed {v:?} is not a number")))?,
+                );
+            }
             "--count" => {
                 let v = value(&flag)?;
                 args.count = Some(v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
@@ -202,6 +212,12 @@ fn load(args: &Args) -> Result<Mesh, Fail> {
     if args.files.is_empty() {
         return Err(Fail::usage("no input: give one or more -f PATH"));
     }
+    load_into(&mesh, args)?;
+    Ok(mesh)
+}
+
+/// Applies every `-f` input to `mesh`, as one update.
+fn load_into(mesh: &Mesh, args: &Args) -> Result<(), Fail> {
     // Every file is parsed first and applied as one update: all or nothing.
     let mut objects = Vec::new();
     for (name, bytes) in read_inputs(&args.files)? {
@@ -217,7 +233,7 @@ fn load(args: &Args) -> Result<Mesh, Fail> {
     for w in report.warnings {
         eprintln!("warning: {w}");
     }
-    Ok(mesh)
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -272,6 +288,10 @@ fn run(out: &mut impl Write) -> Result<(), Fail> {
             resolve(&load(&args)?, &dest, &args)?
         }
         "dns" => dns::dns(&load(&args)?, &args)?,
+        "replay" => {
+            expect_positional(1)?;
+            replay::replay(&args, &args.positional[0])?
+        }
         "env" => dns::env(&load(&args)?, &args)?,
         #[cfg(feature = "serve-dns")]
         "serve-dns" => serve::serve(&args)?,

@@ -443,3 +443,16 @@ endpoints:
     }
     assert_eq!(seen.len(), 4, "{seen:?}");
 }
+
+#[test]
+fn replay_matches_its_golden_file_on_every_run() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/replay/rollout.jsonl");
+    let golden = include_str!("replay/rollout.out");
+    for _ in 0..2 {
+        assert_eq!(ok(pobox(&["replay", script, "--seed", "7"])), golden);
+    }
+    // A script that is not JSON lines is an input error.
+    let o = pobox_stdin(&["replay", "-"], b"{not json}\n");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("-:1: not JSON"), "{}", stderr(&o));
+}
