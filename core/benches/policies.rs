@@ -13,16 +13,18 @@ use serde_json::{json, Value};
 
 const N: usize = 1000;
 
-fn objects(annotations: Value, weights: bool, extra: usize) -> Vec<u8> {
+/// The Service and one slice of `N` endpoints; `flip` marks the first one
+/// not ready, so that two versions differ by one endpoint.
+fn objects(annotations: Value, weights: bool, flip: bool) -> Vec<u8> {
     let mut w = serde_json::Map::new();
-    let endpoints: Vec<Value> = (0..N + extra)
+    let endpoints: Vec<Value> = (0..N)
         .map(|i| {
             let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 1, 0, 1)) + i as u32);
             if weights {
                 // Weights 1..=100, spread deterministically.
                 w.insert(ip.to_string(), json!(1 + (i * 37) % 100));
             }
-            json!({"addresses": [ip.to_string()]})
+            json!({"addresses": [ip.to_string()], "conditions": {"ready": !(flip && i == 0)}})
         })
         .collect();
     let mut slice = json!({
@@ -66,7 +68,7 @@ fn bench(c: &mut Criterion) {
     let mut pick = c.benchmark_group("policy_pick/1000_endpoints");
     for (name, annotations, weights) in &cases {
         let mesh = Mesh::new(MeshConfig::new()).unwrap();
-        mesh.apply(&objects(annotations.clone(), *weights, 0))
+        mesh.apply(&objects(annotations.clone(), *weights, false))
             .unwrap();
         let ip = "192.0.2.1".parse().unwrap();
         pick.bench_function(*name, |b| {
@@ -80,8 +82,8 @@ fn bench(c: &mut Criterion) {
     for (name, annotations, weights) in &cases {
         let mesh = Mesh::new(MeshConfig::new()).unwrap();
         let docs = [
-            objects(annotations.clone(), *weights, 0),
-            objects(annotations.clone(), *weights, 1),
+            objects(annotations.clone(), *weights, false),
+            objects(annotations.clone(), *weights, true),
         ];
         mesh.apply(&docs[0]).unwrap();
         let mut flip = 0;
