@@ -508,6 +508,13 @@ fn pick_into(
     Ok(())
 }
 
+fn endpoint_of(pick: pobox::Pick) -> pobox_endpoint {
+    pobox_endpoint {
+        addr: pobox_addr::from_socket_addr(pick.addr),
+        version: pick.version,
+    }
+}
+
 // === mesh options ===
 
 #[derive(serde::Deserialize)]
@@ -741,7 +748,8 @@ pub unsafe extern "C" fn pobox_mesh_pick_addr(
         // SAFETY: the caller promises out is NULL or writable.
         let out = unsafe { out_ref(out, "out") }?;
         let dest = destination.destination()?;
-        pick_into(&mesh.snapshot(), &dest, &client, out)
+        *out = endpoint_of(mesh.pick(&dest, &client)?);
+        Ok(())
     }
 }
 
@@ -854,7 +862,8 @@ pub unsafe extern "C" fn pobox_mesh_pick_dest(
         let client = client_of(unsafe { client.as_ref() })?;
         // SAFETY: the caller promises out is NULL or writable.
         let out = unsafe { out_ref(out, "out") }?;
-        pick_into(&mesh.snapshot(), dest, &client, out)
+        *out = endpoint_of(mesh.pick(dest, &client)?);
+        Ok(())
     }
 }
 
