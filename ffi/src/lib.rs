@@ -7,12 +7,12 @@
 //!
 //! * every symbol starts with `pobox_`; the object comes first, `const` when
 //!   the call does not mutate it;
-//! * every exported body runs inside [`ffi_panic_boundary!`]: a panic becomes
+//! * every exported body runs inside `ffi_panic_boundary!`: a panic becomes
 //!   `POBOX_ERR_PANIC`, never an unwind into C;
 //! * fallible functions return a [`pobox_result`], whose numbers are never
 //!   reused; outputs go through trailing out-parameters, written only on
 //!   success; a buffer is followed by its `size_t` length;
-//! * ownership of every opaque type is declared once, by [`Castable`].
+//! * ownership of every opaque type is declared once, by `Castable`.
 //!
 //! This file is also compiled into the benchmark and the fuzz target (with
 //! `#[path]`), so that they call exactly these functions.
