@@ -1,0 +1,469 @@
+/*
+ * The C ABI, as a C program sees it. Built with -Wall -Wextra -Werror against
+ * the installed header, run under AddressSanitizer and under valgrind by
+ * scripts/test. Each test is a function; CHECK failures print and count.
+ */
+#include <pobox.h>
+#include <pobox.h> /* included twice on purpose: the guard must hold */
+
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures = 0;
+static int checks = 0;
+
+#define CHECK(cond)                                                          \
+  do {                                                                       \
+    checks++;                                                                \
+    if (!(cond)) {                                                           \
+      failures++;                                                            \
+      fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
+    }                                                                        \
+  } while (0)
+
+#define CHECK_RESULT(expr, want)                                             \
+  do {                                                                       \
+    pobox_result got_ = (expr);                                              \
+    checks++;                                                                \
+    if (got_ != (want)) {                                                    \
+      failures++;                                                            \
+      fprintf(stderr, "%s:%d: %s = %s, want %s (last error: %s)\n", __FILE__, \
+              __LINE__, #expr, pobox_result_name(got_), pobox_result_name(want), \
+              last_error());                                                 \
+    }                                                                        \
+  } while (0)
+
+static const char *last_error(void) {
+  static char buf[1024];
+  size_t written = 0;
+  if (pobox_last_error(buf, sizeof buf, &written) != POBOX_OK) {
+    return "<pobox_last_error failed>";
+  }
+  return buf;
+}
+
+/* web: cluster IP 10.96.0.10, ports http 80 -> 8080 and metrics 9090;
+ * endpoints 10.1.0.1, 10.1.0.2 (ready) and 10.1.0.3 (not ready). */
+static const char WEB[] =
+    "apiVersion: v1\n"
+    "kind: Service\n"
+    "metadata: {name: web, namespace: default}\n"
+    "spec:\n"
+    "  clusterIP: 10.96.0.10\n"
+    "  ports:\n"
+    "  - {name: http, port: 80, targetPort: 8080}\n"
+    "  - {name: metrics, port: 9090}\n"
+    "---\n"
+    "apiVersion: discovery.k8s.io/v1\n"
+    "kind: EndpointSlice\n"
+    "metadata:\n"
+    "  name: web-1\n"
+    "  namespace: default\n"
+    "  labels: {kubernetes.io/service-name: web}\n"
+    "addressType: IPv4\n"
+    "ports: [{name: http, port: 8080}, {name: metrics, port: 9090}]\n"
+    "endpoints:\n"
+    "- addresses: [10.1.0.1]\n"
+    "- addresses: [10.1.0.2]\n"
+    "- addresses: [10.1.0.3]\n"
+    "  conditions: {ready: false}\n";
+
+static pobox_mesh *new_mesh_with_web(void) {
+  pobox_mesh *mesh = NULL;
+  CHECK_RESULT(pobox_mesh_new(NULL, &mesh), POBOX_OK);
+  CHECK(mesh != NULL);
+  CHECK_RESULT(pobox_mesh_apply(mesh, (const uint8_t *)WEB, strlen(WEB)), POBOX_OK);
+  return mesh;
+}
+
+static pobox_addr v4(const char *ip, uint16_t port) {
+  pobox_addr a;
+  memset(&a, 0, sizeof a);
+  a.family = POBOX_FAMILY_IPV4;
+  a.port = port;
+  CHECK(inet_pton(AF_INET, ip, a.ip) == 1);
+  return a;
+}
+
+static void addr_text(const pobox_addr *a, char *out, size_t len) {
+  char ip[INET6_ADDRSTRLEN];
+  inet_ntop(a->family == POBOX_FAMILY_IPV4 ? AF_INET : AF_INET6, a->ip, ip, sizeof ip);
+  snprintf(out, len, a->family == POBOX_FAMILY_IPV4 ? "%s:%u" : "[%s]:%u", ip, a->port);
+}
+
+static void test_new_and_free(void) {
+  pobox_mesh *mesh = NULL;
+  CHECK_RESULT(pobox_mesh_new(NULL, NULL), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_mesh_new("{\"node\":\"n1\",\"zone\":\"z1\",\"nodeIPs\":[\"10.0.0.5\"],"
+                              "\"clusterDomain\":\"cluster.local\"}",
+                              &mesh),
+               POBOX_OK);
+  CHECK(mesh != NULL);
+  pobox_mesh_free(mesh);
+
+  pobox_mesh *untouched = (pobox_mesh *)&checks; /* a sentinel, never dereferenced */
+  pobox_mesh *out = untouched;
+  CHECK_RESULT(pobox_mesh_new("{\"nodes\":\"n1\"}", &out), POBOX_ERR_CONFIG);
+  CHECK(strstr(last_error(), "nodes") != NULL);
+  CHECK(out == untouched); /* outputs are written only on success */
+  CHECK_RESULT(pobox_mesh_new("{\"nodeIPs\":[\"not-an-ip\"]}", &out), POBOX_ERR_CONFIG);
+  CHECK_RESULT(pobox_mesh_new("{\"node\":\"Not_A_Node\"}", &out), POBOX_ERR_CONFIG);
+  CHECK_RESULT(pobox_mesh_new("{", &out), POBOX_ERR_CONFIG);
+  CHECK_RESULT(pobox_mesh_new("{\"node\":\"\xff\"}", &out), POBOX_ERR_INVALID_UTF8);
+  CHECK(out == untouched);
+
+  pobox_mesh_free(NULL); /* a no-op */
+  pobox_dest_free(NULL);
+}
+
+static void test_pick_text(void) {
+  pobox_mesh *mesh = new_mesh_with_web();
+  char out[POBOX_ADDRSTRLEN];
+  size_t written = 0;
+
+  /* Round robin over the ready endpoints, in address order, on this thread. */
+  const char *want[] = {"10.1.0.1:8080", "10.1.0.2:8080", "10.1.0.1:8080"};
+  for (int i = 0; i < 3; i++) {
+    CHECK_RESULT(pobox_mesh_pick(mesh, "10.96.0.10:80", NULL, out, sizeof out, &written), POBOX_OK);
+    CHECK(strcmp(out, want[i]) == 0);
+    CHECK(written == strlen(want[i]) + 1);
+  }
+  CHECK_RESULT(pobox_mesh_pick(mesh, "web.default:metrics", "10.0.0.1", out, sizeof out, &written),
+               POBOX_OK);
+  CHECK(strcmp(out, "10.1.0.1:9090") == 0);
+
+  /* Failures by kind. */
+  CHECK_RESULT(pobox_mesh_pick(mesh, "10.96.0.10", NULL, out, sizeof out, &written),
+               POBOX_ERR_BAD_DESTINATION);
+  CHECK_RESULT(pobox_mesh_pick(mesh, "10.96.0.99:80", NULL, out, sizeof out, &written),
+               POBOX_ERR_NO_SERVICE);
+  CHECK(strstr(last_error(), "10.96.0.99:80") != NULL);
+  CHECK_RESULT(pobox_mesh_pick(mesh, "web.default:nope", NULL, out, sizeof out, &written),
+               POBOX_ERR_NO_PORT);
+  CHECK_RESULT(pobox_mesh_pick(mesh, "web.default", NULL, out, sizeof out, &written),
+               POBOX_ERR_NO_PORT);
+  CHECK_RESULT(pobox_mesh_pick(mesh, "10.96.0.10:80", "not-an-ip", out, sizeof out, &written),
+               POBOX_ERR_BAD_ADDRESS);
+
+  /* A buffer too small: nothing written to out, *written = size needed. */
+  char small[8];
+  memset(small, 'x', sizeof small);
+  written = 0;
+  CHECK_RESULT(pobox_mesh_pick(mesh, "10.96.0.10:80", NULL, small, sizeof small, &written),
+               POBOX_ERR_BUFFER_TOO_SMALL);
+  CHECK(written == strlen("10.1.0.1:8080") + 1);
+  for (size_t i = 0; i < sizeof small; i++) CHECK(small[i] == 'x');
+  written = 0;
+  CHECK_RESULT(pobox_mesh_pick(mesh, "10.96.0.10:80", NULL, NULL, 0, &written),
+               POBOX_ERR_BUFFER_TOO_SMALL);
+  CHECK(written == strlen("10.1.0.1:8080") + 1);
+
+  /* NULL for every pointer argument that must not be NULL. */
+  CHECK_RESULT(pobox_mesh_pick(NULL, "10.96.0.10:80", NULL, out, sizeof out, &written),
+               POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_mesh_pick(mesh, NULL, NULL, out, sizeof out, &written),
+               POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_mesh_pick(mesh, "10.96.0.10:80", NULL, NULL, sizeof out, &written),
+               POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_mesh_pick(mesh, "10.96.0.10:80", NULL, out, sizeof out, NULL),
+               POBOX_ERR_NULL_ARGUMENT);
+  CHECK(strstr(last_error(), "written") != NULL);
+
+  /* Invalid UTF-8. */
+  CHECK_RESULT(pobox_mesh_pick(mesh, "web\xc3\x28:80", NULL, out, sizeof out, &written),
+               POBOX_ERR_INVALID_UTF8);
+  CHECK_RESULT(pobox_mesh_pick(mesh, "10.96.0.10:80", "10.0.0.\xff", out, sizeof out, &written),
+               POBOX_ERR_INVALID_UTF8);
+  pobox_mesh_free(mesh);
+}
+
+static void test_bad_document_keeps_state(void) {
+  pobox_mesh *mesh = new_mesh_with_web();
+  uint64_t before = 0, after = 0;
+  CHECK_RESULT(pobox_mesh_version(mesh, &before), POBOX_OK);
+  CHECK(before == 1);
+
+  const char *garbage = "{ this is not json";
+  CHECK_RESULT(pobox_mesh_apply(mesh, (const uint8_t *)garbage, strlen(garbage)), POBOX_ERR_SYNTAX);
+  /* A valid Service and a broken one in one document: neither is applied. */
+  const char *half =
+      "apiVersion: v1\nkind: Service\nmetadata: {name: other, namespace: default}\n"
+      "spec: {clusterIP: 10.96.0.20, ports: [{port: 80}]}\n"
+      "---\n"
+      "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\n"
+      "spec: {clusterIP: 10.96.0.10, ports: [{name: http, port: 70000}]}\n";
+  CHECK_RESULT(pobox_mesh_apply(mesh, (const uint8_t *)half, strlen(half)), POBOX_ERR_INVALID_OBJECT);
+  CHECK(strstr(last_error(), "Service default/web") != NULL);
+  CHECK(strstr(last_error(), "70000") != NULL);
+  const char *clash =
+      "apiVersion: v1\nkind: Service\nmetadata: {name: thief, namespace: default}\n"
+      "spec: {clusterIP: 10.96.0.10, ports: [{name: http, port: 80}]}\n";
+  CHECK_RESULT(pobox_mesh_apply(mesh, (const uint8_t *)clash, strlen(clash)), POBOX_ERR_CONFLICT);
+  const uint8_t bad_utf8[] = {'k', 'i', 'n', 'd', ':', ' ', 0xff, 0xfe, '\n'};
+  pobox_result r = pobox_mesh_apply(mesh, bad_utf8, sizeof bad_utf8);
+  CHECK(r == POBOX_ERR_SYNTAX || r == POBOX_ERR_INVALID_OBJECT);
+
+  CHECK_RESULT(pobox_mesh_version(mesh, &after), POBOX_OK);
+  CHECK(after == before);
+  char out[POBOX_ADDRSTRLEN];
+  size_t written;
+  CHECK_RESULT(pobox_mesh_pick(mesh, "other.default:80", NULL, out, sizeof out, &written),
+               POBOX_ERR_NO_SERVICE);
+  CHECK_RESULT(pobox_mesh_pick(mesh, "web.default:http", NULL, out, sizeof out, &written), POBOX_OK);
+  CHECK(strcmp(out, "10.1.0.1:8080") == 0);
+
+  /* NULL arguments. */
+  CHECK_RESULT(pobox_mesh_apply(NULL, (const uint8_t *)WEB, strlen(WEB)), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_mesh_apply(mesh, NULL, 10), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_mesh_version(NULL, &after), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_mesh_version(mesh, NULL), POBOX_ERR_NULL_ARGUMENT);
+  /* Applying the same objects again changes nothing. */
+  CHECK_RESULT(pobox_mesh_apply(mesh, (const uint8_t *)WEB, strlen(WEB)), POBOX_OK);
+  CHECK_RESULT(pobox_mesh_version(mesh, &after), POBOX_OK);
+  CHECK(after == before);
+  pobox_mesh_free(mesh);
+}
+
+static void test_delete(void) {
+  pobox_mesh *mesh = new_mesh_with_web();
+  CHECK_RESULT(pobox_mesh_delete(mesh, "Pod", "default", "web-1"), POBOX_ERR_UNKNOWN_KIND);
+  CHECK_RESULT(pobox_mesh_delete(NULL, "EndpointSlice", "default", "web-1"), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_mesh_delete(mesh, NULL, "default", "web-1"), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_mesh_delete(mesh, "EndpointSlice", NULL, "web-1"), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_mesh_delete(mesh, "EndpointSlice", "default", NULL), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_mesh_delete(mesh, "Endpoint\xffSlice", "default", "web-1"), POBOX_ERR_INVALID_UTF8);
+  CHECK_RESULT(pobox_mesh_delete(mesh, "EndpointSlice", "def\xff", "web-1"), POBOX_ERR_INVALID_UTF8);
+  CHECK_RESULT(pobox_mesh_delete(mesh, "EndpointSlice", "default", "web\xff"), POBOX_ERR_INVALID_UTF8);
+
+  CHECK_RESULT(pobox_mesh_delete(mesh, "EndpointSlice", "default", "web-1"), POBOX_OK);
+  uint64_t version = 0;
+  CHECK_RESULT(pobox_mesh_version(mesh, &version), POBOX_OK);
+  CHECK(version == 2);
+  char out[POBOX_ADDRSTRLEN];
+  size_t written;
+  CHECK_RESULT(pobox_mesh_pick(mesh, "10.96.0.10:80", NULL, out, sizeof out, &written),
+               POBOX_ERR_NO_ENDPOINTS);
+  CHECK_RESULT(pobox_mesh_delete(mesh, "svc", "default", "web"), POBOX_OK);
+  CHECK_RESULT(pobox_mesh_pick(mesh, "10.96.0.10:80", NULL, out, sizeof out, &written),
+               POBOX_ERR_NO_SERVICE);
+  /* Deleting what is not there succeeds and changes nothing. */
+  CHECK_RESULT(pobox_mesh_delete(mesh, "Service", "default", "web"), POBOX_OK);
+  CHECK_RESULT(pobox_mesh_version(mesh, &version), POBOX_OK);
+  CHECK(version == 3);
+  pobox_mesh_free(mesh);
+}
+
+static void test_fast_path(void) {
+  pobox_mesh *mesh = new_mesh_with_web();
+  pobox_addr dest = v4("10.96.0.10", 80);
+  pobox_addr client = v4("10.0.0.1", 0);
+  pobox_endpoint ep;
+  char text[64];
+
+  memset(&ep, 0, sizeof ep);
+  CHECK_RESULT(pobox_mesh_pick_addr(mesh, &dest, NULL, &ep), POBOX_OK);
+  addr_text(&ep.addr, text, sizeof text);
+  CHECK(strcmp(text, "10.1.0.1:8080") == 0);
+  CHECK(ep.version == 1);
+  CHECK_RESULT(pobox_mesh_pick_addr(mesh, &dest, &client, &ep), POBOX_OK);
+  addr_text(&ep.addr, text, sizeof text);
+  CHECK(strcmp(text, "10.1.0.2:8080") == 0);
+
+  dest.protocol = POBOX_PROTO_UDP;
+  CHECK_RESULT(pobox_mesh_pick_addr(mesh, &dest, NULL, &ep), POBOX_ERR_NO_SERVICE);
+  dest.protocol = 99;
+  CHECK_RESULT(pobox_mesh_pick_addr(mesh, &dest, NULL, &ep), POBOX_ERR_BAD_ADDRESS);
+  dest.protocol = POBOX_PROTO_TCP;
+  dest.family = 5;
+  CHECK_RESULT(pobox_mesh_pick_addr(mesh, &dest, NULL, &ep), POBOX_ERR_BAD_ADDRESS);
+  dest.family = POBOX_FAMILY_NONE;
+  CHECK_RESULT(pobox_mesh_pick_addr(mesh, &dest, NULL, &ep), POBOX_ERR_BAD_ADDRESS);
+  dest.family = POBOX_FAMILY_IPV4;
+  client.family = 7;
+  CHECK_RESULT(pobox_mesh_pick_addr(mesh, &dest, &client, &ep), POBOX_ERR_BAD_ADDRESS);
+  client.family = POBOX_FAMILY_NONE;
+  CHECK_RESULT(pobox_mesh_pick_addr(mesh, &dest, &client, &ep), POBOX_OK);
+
+  pobox_endpoint untouched = ep;
+  CHECK_RESULT(pobox_mesh_pick_addr(NULL, &dest, NULL, &ep), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_mesh_pick_addr(mesh, NULL, NULL, &ep), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_mesh_pick_addr(mesh, &dest, NULL, NULL), POBOX_ERR_NULL_ARGUMENT);
+  CHECK(memcmp(&untouched, &ep, sizeof ep) == 0);
+
+  /* A parsed destination handle: names without parsing per pick. */
+  pobox_dest *named = NULL;
+  CHECK_RESULT(pobox_dest_new("web.default.svc.cluster.local:http", &named), POBOX_OK);
+  CHECK_RESULT(pobox_mesh_pick_dest(mesh, named, NULL, &ep), POBOX_OK);
+  addr_text(&ep.addr, text, sizeof text);
+  CHECK(strstr(text, ":8080") != NULL);
+  CHECK_RESULT(pobox_mesh_pick_dest(NULL, named, NULL, &ep), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_mesh_pick_dest(mesh, NULL, NULL, &ep), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_mesh_pick_dest(mesh, named, NULL, NULL), POBOX_ERR_NULL_ARGUMENT);
+  pobox_dest_free(named);
+  pobox_dest *bad = NULL;
+  CHECK_RESULT(pobox_dest_new("no such:thing", &bad), POBOX_ERR_BAD_DESTINATION);
+  CHECK(bad == NULL);
+  CHECK_RESULT(pobox_dest_new(NULL, &bad), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_dest_new("web", NULL), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_dest_new("w\xffsb", &bad), POBOX_ERR_INVALID_UTF8);
+
+  /* A batch: one snapshot, a result per pick. */
+  pobox_addr dests[4] = {v4("10.96.0.10", 80), v4("10.96.0.10", 9090), v4("10.96.0.77", 80),
+                         v4("10.96.0.10", 80)};
+  pobox_endpoint eps[4];
+  pobox_result results[4];
+  memset(eps, 0, sizeof eps);
+  CHECK_RESULT(pobox_mesh_pick_batch(mesh, dests, 4, NULL, eps, results), POBOX_OK);
+  CHECK(results[0] == POBOX_OK && results[1] == POBOX_OK && results[3] == POBOX_OK);
+  CHECK(results[2] == POBOX_ERR_NO_SERVICE);
+  CHECK(eps[2].addr.family == 0); /* untouched */
+  CHECK(eps[1].addr.port == 9090);
+  CHECK(eps[0].version == 1 && eps[3].version == 1);
+  CHECK(memcmp(eps[0].addr.ip, eps[3].addr.ip, 16) != 0); /* round robin moved on */
+  CHECK_RESULT(pobox_mesh_pick_batch(mesh, NULL, 0, NULL, NULL, NULL), POBOX_OK);
+  CHECK_RESULT(pobox_mesh_pick_batch(NULL, dests, 4, NULL, eps, results), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_mesh_pick_batch(mesh, NULL, 4, NULL, eps, results), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_mesh_pick_batch(mesh, dests, 4, NULL, NULL, results), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_mesh_pick_batch(mesh, dests, 4, NULL, eps, NULL), POBOX_ERR_NULL_ARGUMENT);
+  pobox_mesh_free(mesh);
+}
+
+static void test_endpoints(void) {
+  pobox_mesh *mesh = new_mesh_with_web();
+  size_t written = 0;
+  CHECK_RESULT(pobox_mesh_endpoints(mesh, "web.default:http", 0, NULL, 0, &written),
+               POBOX_ERR_BUFFER_TOO_SMALL);
+  CHECK(written == 2);
+  pobox_endpoint_info infos[3];
+  memset(infos, 0, sizeof infos);
+  CHECK_RESULT(pobox_mesh_endpoints(mesh, "web.default:http", POBOX_ENDPOINTS_ALL, infos, 2, &written),
+               POBOX_ERR_BUFFER_TOO_SMALL);
+  CHECK(written == 3);
+  CHECK(infos[0].addr.family == 0); /* nothing written */
+  CHECK_RESULT(pobox_mesh_endpoints(mesh, "web.default:http", POBOX_ENDPOINTS_ALL, infos, 3, &written),
+               POBOX_OK);
+  CHECK(written == 3);
+  char text[64];
+  addr_text(&infos[2].addr, text, sizeof text);
+  CHECK(strcmp(text, "10.1.0.3:8080") == 0);
+  CHECK((infos[2].conditions & POBOX_ENDPOINT_READY) == 0);
+  CHECK((infos[0].conditions & POBOX_ENDPOINT_READY) != 0);
+  CHECK((infos[0].conditions & POBOX_ENDPOINT_SERVING) != 0);
+  CHECK_RESULT(pobox_mesh_endpoints(mesh, "10.96.0.10:80", 0, infos, 3, &written), POBOX_OK);
+  CHECK(written == 2);
+  CHECK_RESULT(pobox_mesh_endpoints(mesh, "nope.default:80", 0, infos, 3, &written), POBOX_ERR_NO_SERVICE);
+  CHECK_RESULT(pobox_mesh_endpoints(NULL, "web.default:http", 0, infos, 3, &written),
+               POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_mesh_endpoints(mesh, NULL, 0, infos, 3, &written), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_mesh_endpoints(mesh, "web.default:http", 0, NULL, 3, &written),
+               POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_mesh_endpoints(mesh, "web.default:http", 0, infos, 3, NULL),
+               POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_mesh_endpoints(mesh, "web.\xff", 0, infos, 3, &written), POBOX_ERR_INVALID_UTF8);
+  pobox_mesh_free(mesh);
+}
+
+static void test_last_error_and_names(void) {
+  pobox_mesh *mesh = NULL;
+  CHECK_RESULT(pobox_mesh_new("{\"bogus\":1}", &mesh), POBOX_ERR_CONFIG);
+  size_t needed = 0;
+  CHECK_RESULT(pobox_last_error(NULL, 0, &needed), POBOX_ERR_BUFFER_TOO_SMALL);
+  CHECK(needed > 1);
+  char *buf = malloc(needed);
+  size_t written = 0;
+  CHECK_RESULT(pobox_last_error(buf, needed, &written), POBOX_OK);
+  CHECK(written == needed);
+  CHECK(strlen(buf) + 1 == needed);
+  CHECK(strstr(buf, "bogus") != NULL);
+  /* Asking for it failed twice above, yet the message is the same. */
+  CHECK_RESULT(pobox_last_error(buf, 1, &written), POBOX_ERR_BUFFER_TOO_SMALL);
+  CHECK(strstr(last_error(), "bogus") != NULL);
+  CHECK_RESULT(pobox_last_error(buf, needed, NULL), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_last_error(NULL, 5, &written), POBOX_ERR_NULL_ARGUMENT);
+  free(buf);
+
+  CHECK(strcmp(pobox_result_name(POBOX_OK), "POBOX_OK") == 0);
+  CHECK(strcmp(pobox_result_name(POBOX_ERR_BUFFER_TOO_SMALL), "POBOX_ERR_BUFFER_TOO_SMALL") == 0);
+  CHECK(strcmp(pobox_result_name(POBOX_ERR_OTHER), "POBOX_ERR_OTHER") == 0);
+  CHECK(strcmp(pobox_result_name((pobox_result)999), "POBOX_ERR_UNKNOWN") == 0);
+  CHECK(strcmp(pobox_version(), "0.1.0") >= 0);
+}
+
+/* One thread applies updates while others pick: every pick succeeds and
+ * returns an endpoint of one of the two states the writer flips between. */
+#define PICKERS 3
+#define PICKS 4000
+#define FLIPS 200
+
+static const char FLIP_A[] =
+    "{\"apiVersion\":\"discovery.k8s.io/v1\",\"kind\":\"EndpointSlice\","
+    "\"metadata\":{\"name\":\"web-1\",\"namespace\":\"default\","
+    "\"labels\":{\"kubernetes.io/service-name\":\"web\"}},\"addressType\":\"IPv4\","
+    "\"ports\":[{\"name\":\"http\",\"port\":8080}],"
+    "\"endpoints\":[{\"addresses\":[\"10.1.0.1\"]},{\"addresses\":[\"10.1.0.2\"]}]}";
+static const char FLIP_B[] =
+    "{\"apiVersion\":\"discovery.k8s.io/v1\",\"kind\":\"EndpointSlice\","
+    "\"metadata\":{\"name\":\"web-1\",\"namespace\":\"default\","
+    "\"labels\":{\"kubernetes.io/service-name\":\"web\"}},\"addressType\":\"IPv4\","
+    "\"ports\":[{\"name\":\"http\",\"port\":8080}],"
+    "\"endpoints\":[{\"addresses\":[\"10.2.0.1\"]}]}";
+
+struct shared {
+  pobox_mesh *mesh;
+  int bad;
+};
+
+static void *picker(void *arg) {
+  struct shared *s = arg;
+  pobox_addr dest = v4("10.96.0.10", 80);
+  pobox_endpoint ep;
+  char out[POBOX_ADDRSTRLEN];
+  size_t written;
+  for (int i = 0; i < PICKS; i++) {
+    if (pobox_mesh_pick_addr(s->mesh, &dest, NULL, &ep) != POBOX_OK) __atomic_add_fetch(&s->bad, 1, __ATOMIC_RELAXED);
+    if (pobox_mesh_pick(s->mesh, "web.default:http", NULL, out, sizeof out, &written) != POBOX_OK ||
+        (strcmp(out, "10.1.0.1:8080") != 0 && strcmp(out, "10.1.0.2:8080") != 0 &&
+         strcmp(out, "10.2.0.1:8080") != 0)) {
+      __atomic_add_fetch(&s->bad, 1, __ATOMIC_RELAXED);
+    }
+  }
+  return NULL;
+}
+
+static void *applier(void *arg) {
+  struct shared *s = arg;
+  for (int i = 0; i < FLIPS; i++) {
+    const char *doc = (i % 2) ? FLIP_A : FLIP_B;
+    if (pobox_mesh_apply(s->mesh, (const uint8_t *)doc, strlen(doc)) != POBOX_OK) __atomic_add_fetch(&s->bad, 1, __ATOMIC_RELAXED);
+  }
+  return NULL;
+}
+
+static void test_threads(void) {
+  struct shared s = {new_mesh_with_web(), 0};
+  pthread_t threads[PICKERS + 1];
+  CHECK(pthread_create(&threads[0], NULL, applier, &s) == 0);
+  for (int i = 1; i <= PICKERS; i++) CHECK(pthread_create(&threads[i], NULL, picker, &s) == 0);
+  for (int i = 0; i <= PICKERS; i++) CHECK(pthread_join(threads[i], NULL) == 0);
+  CHECK(s.bad == 0);
+  uint64_t version = 0;
+  CHECK_RESULT(pobox_mesh_version(s.mesh, &version), POBOX_OK);
+  CHECK(version == 1 + FLIPS);
+  pobox_mesh_free(s.mesh);
+}
+
+int main(void) {
+  test_new_and_free();
+  test_pick_text();
+  test_bad_document_keeps_state();
+  test_delete();
+  test_fast_path();
+  test_endpoints();
+  test_last_error_and_names();
+  test_threads();
+  printf("%d passed, %d failed\n", checks - failures, failures);
+  return failures == 0 ? 0 : 1;
+}
