@@ -1,0 +1,559 @@
+//! Side by side (issue 3): pobox's balancing policies against the peers' own
+//! crates, on the same endpoint sets, in the same run.
+//!
+//! `cargo bench --manifest-path benches/peers/Cargo.toml`; see README.md
+//! beside Cargo.toml for what each benchmark measures and the figures.
+//! After criterion finishes, `main` writes `<target>/bench/summary.json`
+//! (scenario → implementation → median ns) from criterion's estimates.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{BuildHasher, Hasher};
+use std::hint::black_box;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion};
+use pobox::{Client, Destination, Mesh, MeshConfig, Object, Update};
+use serde_json::{json, Value};
+
+// === the endpoint sets everyone uses ===
+
+fn ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 1, 0, 1)) + i as u32)
+}
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(ip(i), 8080))
+}
+
+/// Scenario 1's weights: 1..=100, spread deterministically (as
+/// core/benches/policies.rs spreads them).
+fn weight_1_100(i: usize) -> u32 {
+    1 + ((i * 37) % 100) as u32
+}
+
+/// Scenario 4's weights: 1 or 2 (600 of 1,000 endpoints weigh 2), so that
+/// pingora-ketama's fixed 160 points per unit of weight gives the same ring
+/// as pobox's 256,000 points: 1,600 × 160 = 256,000.
+fn weight_1_2(i: usize) -> u32 {
+    if i % 5 < 3 {
+        2
+    } else {
+        1
+    }
+}
+
+/// A Service `web` at 10.96.0.10:80 with `n` endpoints (slices of at most
+/// 1,000, as the API server caps them) and the given weights.
+fn k8s_json(annotations: Value, n: usize, weight: Option<fn(usize) -> u32>) -> Vec<u8> {
+    k8s_json_with(annotations, n, weight, false)
+}
+
+/// As [`k8s_json`]; with `moved`, the last endpoint is replaced by another
+/// address (endpoint `n` instead of `n - 1`): one endpoint changed, the
+/// count the same, in the same slice.
+fn k8s_json_with(
+    annotations: Value,
+    n: usize,
+    weight: Option<fn(usize) -> u32>,
+    moved: bool,
+) -> Vec<u8> {
+    let mut items = vec![json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "default", "annotations": annotations},
+        "spec": {"clusterIP": "10.96.0.10", "ports": [{"name": "http", "port": 80}]}})];
+    for (s, start) in (0..n).step_by(1000).enumerate() {
+        let end = (start + 1000).min(n);
+        let mut w = serde_json::Map::new();
+        let endpoints: Vec<Value> = (start..end)
+            .map(|i| if moved && i == n - 1 { n } else { i })
+            .map(|i| {
+                if let Some(f) = weight {
+                    w.insert(ip(i).to_string(), json!(f(i)));
+                }
+                json!({"addresses": [ip(i).to_string()]})
+            })
+            .collect();
+        let mut slice = json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": format!("web-{s}"), "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080}],
+            "endpoints": endpoints,
+        });
+        if weight.is_some() {
+            slice["metadata"]["annotations"] =
+                json!({"pobox.io/weights": Value::Object(w).to_string()});
+        }
+        items.push(slice);
+    }
+    serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "List", "items": items})).unwrap()
+}
+
+fn mesh_with(doc: &[u8]) -> Mesh {
+    let mesh = Mesh::new(MeshConfig::new()).unwrap();
+    mesh.apply(doc).unwrap();
+    mesh
+}
+
+/// Pre-parsed objects, so a publish measures the snapshot build (and its
+/// table) rather than JSON parsing.
+fn objects(doc: &[u8]) -> Vec<Object> {
+    pobox::parse(doc).unwrap().objects
+}
+
+fn dest() -> Destination {
+    "10.96.0.10:80".parse().unwrap()
+}
+
+/// Hash keys shared by every consistent-hash benchmark, cycled through so no
+/// implementation gets one hot cache line.
+fn keys() -> Vec<Vec<u8>> {
+    (0..4096u32)
+        .map(|i| format!("client-{i:08x}").into_bytes())
+        .collect()
+}
+
+/// pobox's table hash (core/src/policy.rs `stable_hash`: 64-bit FNV-1a
+/// finished with murmur3's fmix64), as a `BuildHasher` so the `maglev`
+/// crate can use it. pobox does not export it; this is the same algorithm,
+/// fed the bytes the `maglev` crate's `Hash` calls write.
+#[derive(Clone, Copy, Default)]
+struct PoboxHash;
+
+struct FnvFmix(u64);
+
+impl Hasher for FnvFmix {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= b as u64;
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    fn finish(&self) -> u64 {
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
+
+impl BuildHasher for PoboxHash {
+    type Hasher = FnvFmix;
+    fn build_hasher(&self) -> FnvFmix {
+        FnvFmix(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+// === 1: weighted pick, 1,000 endpoints, weights 1..=100 ===
+
+fn weighted(c: &mut Criterion) {
+    const N: usize = 1000;
+    let mut g = c.benchmark_group("weighted_pick_1000");
+
+    let mesh = mesh_with(&k8s_json(
+        json!({"pobox.io/lb-policy": "weighted-round-robin"}),
+        N,
+        Some(weight_1_100),
+    ));
+    let d = dest();
+    g.bench_function("pobox_wrr_mesh_pick", |b| {
+        b.iter(|| mesh.pick(black_box(&d), &Client::new()).unwrap().addr)
+    });
+
+    let backends: BTreeSet<pingora_load_balancing::Backend> = (0..N)
+        .map(|i| {
+            pingora_load_balancing::Backend::new_with_weight(
+                &addr(i).to_string(),
+                weight_1_100(i) as usize,
+            )
+            .unwrap()
+        })
+        .collect();
+    let pingora_lb = |set: &BTreeSet<pingora_load_balancing::Backend>| {
+        pingora_load_balancing::Backends::new(pingora_load_balancing::discovery::Static::new(
+            set.clone(),
+        ))
+    };
+    use futures::FutureExt;
+    let rr = pingora_load_balancing::LoadBalancer::<
+        pingora_load_balancing::selection::RoundRobin,
+    >::from_backends(pingora_lb(&backends));
+    rr.update().now_or_never().unwrap().unwrap();
+    g.bench_function("pingora_roundrobin_select", |b| {
+        b.iter(|| rr.select(black_box(b""), 256).unwrap().addr)
+    });
+    let random = pingora_load_balancing::LoadBalancer::<
+        pingora_load_balancing::selection::Random,
+    >::from_backends(pingora_lb(&backends));
+    random.update().now_or_never().unwrap().unwrap();
+    g.bench_function("pingora_random_select", |b| {
+        b.iter(|| random.select(black_box(b""), 256).unwrap().addr)
+    });
+
+    use weighted_rs::Weight;
+    let mut sw: weighted_rs::SmoothWeight<SocketAddr> = weighted_rs::SmoothWeight::new();
+    for i in 0..N {
+        sw.add(addr(i), weight_1_100(i) as isize);
+    }
+    g.bench_function("weighted_rs_smooth_next", |b| b.iter(|| sw.next().unwrap()));
+
+    use rand::SeedableRng;
+    use rand_distr::Distribution;
+    let alias =
+        rand_distr::WeightedAliasIndex::new((0..N).map(weight_1_100).collect::<Vec<u32>>())
+            .unwrap();
+    let addrs: Vec<SocketAddr> = (0..N).map(addr).collect();
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+    g.bench_function("rand_distr_alias_sample", |b| {
+        b.iter(|| addrs[alias.sample(&mut rng)])
+    });
+    g.finish();
+}
+
+// === 2: least-request P2C, N = 100 and 10,000 ===
+
+/// An always-ready service; its load is tower's own pending-request count
+/// (`PendingRequests`), the equivalent of pobox's in-flight count.
+#[derive(Clone)]
+struct Ready(SocketAddr);
+
+impl tower::Service<()> for Ready {
+    type Response = SocketAddr;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<SocketAddr, std::convert::Infallible>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, _: ()) -> Self::Future {
+        std::future::ready(Ok(self.0))
+    }
+}
+
+fn least_request(c: &mut Criterion) {
+    let mut g = c.benchmark_group("least_request_p2c");
+    for n in [100usize, 10_000] {
+        let mesh = mesh_with(&k8s_json(
+            json!({"pobox.io/lb-policy": "least-request"}),
+            n,
+            None,
+        ));
+        let d = dest();
+        g.bench_function(format!("pobox_mesh_pick/{n}"), |b| {
+            b.iter(|| mesh.pick(black_box(&d), &Client::new()).unwrap().addr)
+        });
+        // The pick plus in-flight accounting: begin counts the request,
+        // dropping the guard ends it (what tower's PendingRequests handle does).
+        g.bench_function(format!("pobox_mesh_begin_drop/{n}"), |b| {
+            b.iter(|| mesh.begin(black_box(&d), &Client::new()).unwrap().addr())
+        });
+
+        use tower::Service;
+        let services: Vec<_> = (0..n)
+            .map(|i| {
+                tower::load::PendingRequests::new(
+                    Ready(addr(i)),
+                    tower::load::CompleteOnResponse::default(),
+                )
+            })
+            .collect();
+        let mut balance: tower::balance::p2c::Balance<_, ()> =
+            tower::balance::p2c::Balance::new(tower::discover::ServiceList::new(services));
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        // Drain discovery and make every service ready before measuring.
+        assert!(matches!(balance.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+        assert_eq!(balance.len(), n);
+        g.bench_function(format!("tower_balance_poll_ready_call/{n}"), |b| {
+            b.iter(|| {
+                match balance.poll_ready(&mut cx) {
+                    Poll::Ready(Ok(())) => {}
+                    _ => unreachable!("always-ready services"),
+                }
+                // The response future is dropped unpolled: that drops its
+                // pending-request handle, ending the request.
+                let mut fut = balance.call(());
+                black_box(&mut fut);
+            })
+        });
+    }
+    g.finish();
+}
+
+// === 3: Maglev, N = 1,000, M = 65,537 ===
+
+fn maglev(c: &mut Criterion) {
+    const N: usize = 1000;
+    const M: usize = 65537;
+    let keys = keys();
+    let annotations = json!({"pobox.io/lb-policy": "maglev", "pobox.io/maglev-table-size": "65537"});
+    let doc = k8s_json(annotations.clone(), N, None);
+    let mesh = mesh_with(&doc);
+    let d = dest();
+
+    let mut g = c.benchmark_group("maglev_lookup_1000_65537");
+    let mut k = 0usize;
+    g.bench_function("pobox_mesh_pick_key", |b| {
+        b.iter(|| {
+            k = (k + 1) & 4095;
+            mesh.pick(black_box(&d), &Client::new().key(&keys[k]))
+                .unwrap()
+                .addr
+        })
+    });
+    use maglev::ConsistentHasher;
+    let nodes: Vec<SocketAddr> = (0..N).map(addr).collect();
+    let table = maglev::Maglev::with_capacity_and_hasher(nodes.clone(), M, PoboxHash);
+    assert_eq!(table.capacity(), M);
+    let mut k = 0usize;
+    g.bench_function("maglev_crate_get_pobox_hash", |b| {
+        b.iter(|| {
+            k = (k + 1) & 4095;
+            *table.get(black_box(keys[k].as_slice())).unwrap()
+        })
+    });
+    let table_sip = maglev::Maglev::with_capacity(nodes.clone(), M);
+    let mut k = 0usize;
+    g.bench_function("maglev_crate_get_default_siphash", |b| {
+        b.iter(|| {
+            k = (k + 1) & 4095;
+            *table_sip.get(black_box(keys[k].as_slice())).unwrap()
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("maglev_build_1000_65537");
+    g.sample_size(10);
+    // pobox builds a table only as part of publishing a snapshot: move one
+    // endpoint of the Service back and forth; each update rebuilds the table.
+    let flip = [objects(&doc), objects(&k8s_json_with(annotations, N, None, true))];
+    let mesh = mesh_with(&k8s_json(json!({}), 0, None));
+    mesh.update(flip[0].iter().cloned().map(Update::Apply)).unwrap();
+    let mut which = 0;
+    g.bench_function("pobox_publish_change", |b| {
+        b.iter_batched(
+            || {
+                which ^= 1;
+                flip[which].iter().cloned().map(Update::Apply).collect::<Vec<_>>()
+            },
+            |updates| assert!(mesh.update(updates).unwrap().changed),
+            BatchSize::LargeInput,
+        )
+    });
+    publish_baseline(&mut g, None);
+    g.bench_function("maglev_crate_new_pobox_hash", |b| {
+        b.iter(|| maglev::Maglev::with_capacity_and_hasher(nodes.clone(), M, PoboxHash))
+    });
+    g.finish();
+}
+
+/// The same one-endpoint change published to a `round-robin` Service, which
+/// builds no table: what a pobox publish costs besides the table.
+fn publish_baseline(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    weight: Option<fn(usize) -> u32>,
+) {
+    const N: usize = 1000;
+    let flip = [
+        objects(&k8s_json(json!({}), N, weight)),
+        objects(&k8s_json_with(json!({}), N, weight, true)),
+    ];
+    let mesh = mesh_with(&k8s_json(json!({}), 0, None));
+    mesh.update(flip[0].iter().cloned().map(Update::Apply)).unwrap();
+    let mut which = 0;
+    g.bench_function("pobox_publish_change_round_robin_baseline", |b| {
+        b.iter_batched(
+            || {
+                which ^= 1;
+                flip[which].iter().cloned().map(Update::Apply).collect::<Vec<_>>()
+            },
+            |updates| assert!(mesh.update(updates).unwrap().changed),
+            BatchSize::LargeInput,
+        )
+    });
+}
+
+/// Where a pobox pick's time goes: the clock read every pick makes, and
+/// resolving the destination without picking (1,000 endpoints, WRR).
+fn reference(c: &mut Criterion) {
+    let mut g = c.benchmark_group("reference");
+    let origin = std::time::Instant::now();
+    g.bench_function("std_instant_elapsed", |b| b.iter(|| black_box(&origin).elapsed()));
+    let mesh = mesh_with(&k8s_json(
+        json!({"pobox.io/lb-policy": "weighted-round-robin"}),
+        1000,
+        Some(weight_1_100),
+    ));
+    let d = dest();
+    let snapshot = mesh.snapshot();
+    g.bench_function("pobox_snapshot_resolve_only", |b| {
+        b.iter(|| snapshot.resolve(black_box(&d), &Client::new()).unwrap().family)
+    });
+    g.bench_function("pobox_snapshot_pick", |b| {
+        b.iter(|| snapshot.pick(black_box(&d), &Client::new()).unwrap().addr())
+    });
+    g.finish();
+}
+
+// === 4: ring hash, N = 1,000, 256,000 points ===
+
+fn ring(c: &mut Criterion) {
+    const N: usize = 1000;
+    let keys = keys();
+    let annotations = json!({"pobox.io/lb-policy": "ring-hash", "pobox.io/ring-size": "256000"});
+    let doc = k8s_json(annotations.clone(), N, Some(weight_1_2));
+    let mesh = mesh_with(&doc);
+    let d = dest();
+    let buckets: Vec<pingora_ketama::Bucket> = (0..N)
+        .map(|i| pingora_ketama::Bucket::new(addr(i), weight_1_2(i)))
+        .collect();
+    let continuum = pingora_ketama::Continuum::new(&buckets);
+
+    let mut g = c.benchmark_group("ring_hash_pick_1000_256k");
+    let mut k = 0usize;
+    g.bench_function("pobox_mesh_pick_key", |b| {
+        b.iter(|| {
+            k = (k + 1) & 4095;
+            mesh.pick(black_box(&d), &Client::new().key(&keys[k]))
+                .unwrap()
+                .addr
+        })
+    });
+    let mut k = 0usize;
+    g.bench_function("pingora_ketama_node", |b| {
+        b.iter(|| {
+            k = (k + 1) & 4095;
+            continuum.node(black_box(&keys[k])).unwrap()
+        })
+    });
+    use futures::FutureExt;
+    let backends: BTreeSet<pingora_load_balancing::Backend> = (0..N)
+        .map(|i| {
+            pingora_load_balancing::Backend::new_with_weight(
+                &addr(i).to_string(),
+                weight_1_2(i) as usize,
+            )
+            .unwrap()
+        })
+        .collect();
+    let consistent = pingora_load_balancing::LoadBalancer::<
+        pingora_load_balancing::selection::Consistent,
+    >::from_backends(pingora_load_balancing::Backends::new(
+        pingora_load_balancing::discovery::Static::new(backends),
+    ));
+    consistent.update().now_or_never().unwrap().unwrap();
+    let mut k = 0usize;
+    g.bench_function("pingora_consistent_select", |b| {
+        b.iter(|| {
+            k = (k + 1) & 4095;
+            consistent.select(black_box(&keys[k]), 256).unwrap().addr
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("ring_hash_build_1000_256k");
+    g.sample_size(10);
+    let flip = [
+        objects(&doc),
+        objects(&k8s_json_with(annotations, N, Some(weight_1_2), true)),
+    ];
+    let mesh = mesh_with(&k8s_json(json!({}), 0, None));
+    mesh.update(flip[0].iter().cloned().map(Update::Apply)).unwrap();
+    let mut which = 0;
+    g.bench_function("pobox_publish_change", |b| {
+        b.iter_batched(
+            || {
+                which ^= 1;
+                flip[which].iter().cloned().map(Update::Apply).collect::<Vec<_>>()
+            },
+            |updates| assert!(mesh.update(updates).unwrap().changed),
+            BatchSize::LargeInput,
+        )
+    });
+    publish_baseline(&mut g, Some(weight_1_2));
+    g.bench_function("pingora_ketama_continuum_new", |b| {
+        b.iter(|| pingora_ketama::Continuum::new(black_box(&buckets)))
+    });
+    g.finish();
+}
+
+// === summary ===
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// Reads `<target>/criterion/<group>/<bench>[/<param>]/new/estimates.json`
+/// and writes `<target>/bench/summary.json`: scenario (group) →
+/// implementation (bench id) → median ns.
+fn write_summary() {
+    let root = target_dir().join("criterion");
+    let mut out: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, found);
+            } else if p.ends_with("new/estimates.json") {
+                found.push(p);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(&root, &mut found);
+    for path in found {
+        // Each estimates.json has a benchmark.json beside it naming the group
+        // and function as given (directory names are sanitised).
+        let Ok(meta) = std::fs::read(path.with_file_name("benchmark.json")) else {
+            continue;
+        };
+        let Ok(meta) = serde_json::from_slice::<Value>(&meta) else {
+            continue;
+        };
+        let Ok(est) = std::fs::read(&path) else {
+            continue;
+        };
+        let Ok(est) = serde_json::from_slice::<Value>(&est) else {
+            continue;
+        };
+        let (Some(group), Some(id), Some(median)) = (
+            meta["group_id"].as_str(),
+            meta["full_id"].as_str(),
+            est["median"]["point_estimate"].as_f64(),
+        ) else {
+            continue;
+        };
+        let implementation = id.strip_prefix(group).unwrap_or(id).trim_start_matches('/');
+        out.entry(group.to_owned())
+            .or_default()
+            .insert(implementation.to_owned(), (median * 10.0).round() / 10.0);
+    }
+    let dir = target_dir().join("bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("summary.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&out).unwrap()).unwrap();
+    eprintln!("wrote {}", path.display());
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    weighted(&mut c);
+    least_request(&mut c);
+    maglev(&mut c);
+    ring(&mut c);
+    reference(&mut c);
+    c.final_summary();
+    write_summary();
+}
