@@ -911,7 +911,14 @@ impl<'s> Resolved<'s> {
     #[inline]
     fn pick_by_policy(&self, set: usize, client: &Client<'_>) -> Result<&'s Endpoint, PickError> {
         let port: &'s PortEntry = self.port;
-        port.pick(set, client, self.clock.now())
+        // Only outlier detection needs the time: reading the clock costs as
+        // much as the rest of a pick.
+        let now = if port.outlier.is_some() {
+            self.clock.now()
+        } else {
+            Duration::ZERO
+        };
+        port.pick(set, client, now)
             .map(|at| &port.endpoints[at])
             .ok_or_else(|| PickError::NoEndpoints {
                 service: self.port.service.to_string(),
