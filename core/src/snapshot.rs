@@ -133,11 +133,10 @@ pub struct PortEntry {
     /// health, for least-request and outlier detection only.
     health: Option<Box<[Arc<Health>]>>,
     outlier: Option<OutlierDetection>,
-    /// Per set: the members picks choose from (the eligible endpoints of
-    /// weight > 0), when that differs from the set.
-    members: [Option<Box<[u32]>>; 4],
-    /// Per set: the policy's table over its members.
-    tables: [Table; 4],
+    /// Members and tables, when a set's members differ from the set (a
+    /// drained endpoint) or the policy has tables; `None` (8 bytes instead of
+    /// 160 per port) for plain round robin, random and least-request.
+    balancing: Option<Box<Balancing>>,
 }
 
 impl PortEntry {
@@ -190,7 +189,10 @@ impl PortEntry {
 
     #[inline]
     fn members(&self, set: usize) -> &[u32] {
-        self.members[set].as_deref().unwrap_or(&self.sets[set])
+        match &self.balancing {
+            Some(b) => b.members[set].as_deref().unwrap_or(&self.sets[set]),
+            None => &self.sets[set],
+        }
     }
 
     /// The position in `endpoints` of the endpoint at `addr`.
@@ -223,7 +225,11 @@ impl PortEntry {
         if members.is_empty() {
             return None;
         }
-        let at = match &self.tables[set] {
+        let table = self
+            .balancing
+            .as_ref()
+            .map_or(&NO_TABLE, |b| &b.tables[set]);
+        let at = match table {
             Table::Members if self.policy == LbPolicy::Random => random_index(members.len()),
             Table::Members if self.policy == LbPolicy::LeastRequest => {
                 return Some(self.least_request(members, now));
@@ -318,6 +324,19 @@ impl PortEntry {
         }
     }
 }
+
+/// See [`PortEntry::balancing`].
+#[derive(Debug)]
+struct Balancing {
+    /// Per set: the members picks choose from (the eligible endpoints of
+    /// weight > 0), when that differs from the set.
+    members: [Option<Box<[u32]>>; 4],
+    /// Per set: the policy's table over its members.
+    tables: [Table; 4],
+}
+
+/// The table of sets that need none.
+static NO_TABLE: Table = Table::Members;
 
 // === ServiceEntry ===
 
@@ -764,8 +783,9 @@ fn build_port<'a>(
             }
             SessionAffinity::None => None,
         },
-        members,
-        tables,
+        balancing: (members.iter().any(Option::is_some)
+            || tables.iter().any(|t| *t != Table::Members))
+        .then(|| Box::new(Balancing { members, tables })),
     }
 }
 
