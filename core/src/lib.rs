@@ -64,7 +64,7 @@ pub use health::{
     Outcome, OutlierDetection, ANNOTATION_OUTLIER_BASE_EJECTION, ANNOTATION_OUTLIER_FAILURES,
     ANNOTATION_OUTLIER_MAX_PERCENT, ANNOTATION_OUTLIER_PANIC_PERCENT,
 };
-pub use mesh::{ApplyReport, Mesh, Pick, Request};
+pub use mesh::{ApplyReport, Changed, Mesh, Pick, Request};
 pub use model::{
     EndpointSlice, IpFamily, Kind, Object, Protocol, Service, ServiceKey, ServicePort, ServiceType,
     SessionAffinity, SliceEndpoint, SlicePort, TargetPort, TrafficPolicy, Update,

@@ -6,8 +6,11 @@
 //! leaves the store and the published snapshot exactly as they were.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
 use arc_swap::ArcSwap;
 
@@ -106,6 +109,50 @@ struct Shared {
     config: Arc<MeshConfig>,
     current: ArcSwap<Snapshot>,
     store: Mutex<Store>,
+    /// Tasks waiting in [`Mesh::changed`] for the next publish.
+    waiters: Mutex<Vec<Waker>>,
+}
+
+/// The future [`Mesh::changed`] returns.
+#[must_use = "a future does nothing unless polled"]
+pub struct Changed {
+    shared: Arc<Shared>,
+    seen: u64,
+}
+
+impl std::fmt::Debug for Changed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Changed").field("seen", &self.seen).finish()
+    }
+}
+
+impl Future for Changed {
+    type Output = u64;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u64> {
+        let version = self.shared.current.load().version();
+        if version > self.seen {
+            return Poll::Ready(version);
+        }
+        {
+            let mut waiters = lock_ignoring_poison(&self.shared.waiters);
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
+        }
+        // Check again: a publish between the first check and the
+        // registration has already drained the list.
+        let version = self.shared.current.load().version();
+        if version > self.seen {
+            Poll::Ready(version)
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+fn lock_ignoring_poison<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A mesh: the Kubernetes objects applied so far, and the snapshot built from
@@ -177,6 +224,7 @@ impl Mesh {
                 current: ArcSwap::from_pointee(Snapshot::empty(config.clone(), affinity, clock)),
                 config,
                 store: Mutex::new(Store::default()),
+                waiters: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -246,6 +294,10 @@ impl Mesh {
         txn.commit(&mut store, slots);
         let version = next.version();
         self.shared.current.store(Arc::new(next));
+        // Wake after the store: a waiter that registered before this point
+        // is woken, and one that registers later sees the new version.
+        let waiters = std::mem::take(&mut *lock_ignoring_poison(&self.shared.waiters));
+        waiters.into_iter().for_each(Waker::wake);
         Ok(ApplyReport {
             version,
             changed: true,
@@ -267,6 +319,33 @@ impl Mesh {
     /// The current snapshot version.
     pub fn version(&self) -> u64 {
         self.shared.current.load().version()
+    }
+
+    /// A future that resolves, with the new version, once the mesh has
+    /// published a version newer than `seen`; at once if it already has.
+    ///
+    /// It works with any executor (it needs no runtime): this is how a
+    /// listener, a tower `Discover` stream or a binding learns that the
+    /// endpoints changed without polling. Versions can be skipped: a waiter
+    /// sees the latest one, not every one.
+    ///
+    /// ```
+    /// # use pobox::{Mesh, MeshConfig};
+    /// # use std::future::Future;
+    /// # use std::task::{Context, Poll, Waker};
+    /// let mesh = Mesh::new(MeshConfig::new()).unwrap();
+    /// let mut changed = std::pin::pin!(mesh.changed(mesh.version()));
+    /// let mut cx = Context::from_waker(Waker::noop());
+    /// assert!(changed.as_mut().poll(&mut cx).is_pending());
+    /// mesh.apply(br#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"web","namespace":"default"},
+    ///   "spec":{"clusterIP":"10.96.0.10","ports":[{"port":80}]}}"#).unwrap();
+    /// assert_eq!(changed.as_mut().poll(&mut cx), Poll::Ready(mesh.version()));
+    /// ```
+    pub fn changed(&self, seen: u64) -> Changed {
+        Changed {
+            shared: self.shared.clone(),
+            seen,
+        }
     }
 
     /// Resolves `dest` and picks an eligible endpoint from the current snapshot.
