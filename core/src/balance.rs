@@ -12,7 +12,9 @@
 //! turn. Across threads, each thread cycles independently.
 
 use std::cell::RefCell;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use crate::snapshot::Snapshot;
 
 /// Slot ids handed out and returned; ids are reused so per-thread tables stay
 /// as small as the number of live service ports.
@@ -60,32 +62,29 @@ impl Slot {
         (self.id, self.generation)
     }
 
-    /// The next index in `0..len` for this thread in `lane` (`len` > 0,
-    /// `lane` < [`LANES`]).
+    /// The next index in `0..len` in `lane` by this thread's `cursors`
+    /// (`len` > 0, `lane` < [`LANES`]).
     #[inline]
-    pub(crate) fn next(&self, lane: usize, len: usize) -> usize {
-        CURSORS.with(|cursors| {
-            let mut cursors = cursors.borrow_mut();
-            let i = self.id as usize * LANES + lane;
-            if i >= cursors.len() {
-                cursors.resize(i + 1, Cursor::default());
-            }
-            let c = &mut cursors[i];
-            if c.generation != self.generation {
-                *c = Cursor {
-                    generation: self.generation,
-                    position: 0,
-                };
-            }
-            // The set may have shrunk since the last pick: wrap without dividing.
-            let at = if (c.position as usize) < len {
-                c.position as usize
-            } else {
-                0
+    pub(crate) fn next(&self, cursors: &mut Cursors, lane: usize, len: usize) -> usize {
+        let i = self.id as usize * LANES + lane;
+        if i >= cursors.0.len() {
+            cursors.0.resize(i + 1, Cursor::default());
+        }
+        let c = &mut cursors.0[i];
+        if c.generation != self.generation {
+            *c = Cursor {
+                generation: self.generation,
+                position: 0,
             };
-            c.position = if at + 1 < len { (at + 1) as u32 } else { 0 };
-            at
-        })
+        }
+        // The set may have shrunk since the last pick: wrap without dividing.
+        let at = if (c.position as usize) < len {
+            c.position as usize
+        } else {
+            0
+        };
+        c.position = if at + 1 < len { (at + 1) as u32 } else { 0 };
+        at
     }
 }
 
@@ -102,8 +101,50 @@ struct Cursor {
     position: u32,
 }
 
+/// One thread's round-robin positions, by slot id and lane.
+#[derive(Default)]
+pub(crate) struct Cursors(Vec<Cursor>);
+
+/// The pick path's per-thread state, reached with one thread-local access
+/// per pick: the round-robin cursors, and the snapshot this thread last
+/// picked from with the id of its mesh (see `Mesh::pick`).
+#[derive(Default)]
+pub(crate) struct Local {
+    pub(crate) cursors: Cursors,
+    pub(crate) snapshot: Option<(u64, Arc<Snapshot>)>,
+}
+
 thread_local! {
-    static CURSORS: RefCell<Vec<Cursor>> = const { RefCell::new(Vec::new()) };
+    static LOCAL: RefCell<Local> = const {
+        RefCell::new(Local {
+            cursors: Cursors(Vec::new()),
+            snapshot: None,
+        })
+    };
+}
+
+/// Runs `f` with this thread's [`Local`]. A nested call (a [`Clock`] that
+/// picks) or one while the thread's locals are being destroyed gets a fresh,
+/// empty state instead: correct, only without round-robin memory.
+///
+/// `f` returns nothing: callers write their result to a variable they own,
+/// which keeps large results from being moved through wrappers on the
+/// pick path.
+///
+/// [`Clock`]: crate::Clock
+#[inline]
+pub(crate) fn with_local(f: impl FnOnce(&mut Local)) {
+    let mut f = Some(f);
+    let _ = LOCAL.try_with(|local| {
+        if let Ok(mut local) = local.try_borrow_mut() {
+            if let Some(f) = f.take() {
+                f(&mut local);
+            }
+        }
+    });
+    if let Some(f) = f {
+        f(&mut Local::default());
+    }
 }
 
 #[cfg(test)]
@@ -113,27 +154,29 @@ mod tests {
     #[test]
     fn cycles_in_order_and_wraps_when_the_set_shrinks() {
         let slot = Slot::new();
-        let seq: Vec<usize> = (0..7).map(|_| slot.next(0, 3)).collect();
+        let mut c = Cursors::default();
+        let seq: Vec<usize> = (0..7).map(|_| slot.next(&mut c, 0, 3)).collect();
         assert_eq!(seq, [0, 1, 2, 0, 1, 2, 0]);
         // Position is 1 now; the set shrinks to one endpoint, which wraps it.
-        assert_eq!(slot.next(0, 1), 0);
-        assert_eq!(slot.next(0, 2), 0);
-        assert_eq!(slot.next(0, 2), 1);
-        assert_eq!(slot.next(0, 2), 0);
+        assert_eq!(slot.next(&mut c, 0, 1), 0);
+        assert_eq!(slot.next(&mut c, 0, 2), 0);
+        assert_eq!(slot.next(&mut c, 0, 2), 1);
+        assert_eq!(slot.next(&mut c, 0, 2), 0);
     }
 
     #[test]
     fn a_reused_id_starts_afresh() {
         let a = Slot::new();
-        a.next(0, 5);
-        a.next(0, 5);
+        let mut c = Cursors::default();
+        a.next(&mut c, 0, 5);
+        a.next(&mut c, 0, 5);
         // The next owner of the same id, as the pool would hand it out.
         let b = Slot {
             id: a.id,
             generation: a.generation.wrapping_add(1),
         };
-        assert_eq!(b.next(0, 5), 0);
-        assert_eq!(b.next(0, 5), 1);
+        assert_eq!(b.next(&mut c, 0, 5), 0);
+        assert_eq!(b.next(&mut c, 0, 5), 1);
         // Only the pool's own owner returns the id.
         std::mem::forget(b);
     }
@@ -141,22 +184,45 @@ mod tests {
     #[test]
     fn lanes_cycle_independently() {
         let slot = Slot::new();
-        assert_eq!(slot.next(0, 3), 0);
-        assert_eq!(slot.next(1, 1), 0);
-        assert_eq!(slot.next(0, 3), 1);
-        assert_eq!(slot.next(3, 2), 0);
-        assert_eq!(slot.next(0, 3), 2);
+        let mut c = Cursors::default();
+        assert_eq!(slot.next(&mut c, 0, 3), 0);
+        assert_eq!(slot.next(&mut c, 1, 1), 0);
+        assert_eq!(slot.next(&mut c, 0, 3), 1);
+        assert_eq!(slot.next(&mut c, 3, 2), 0);
+        assert_eq!(slot.next(&mut c, 0, 3), 2);
     }
 
     #[test]
     fn threads_cycle_independently() {
-        let slot = std::sync::Arc::new(Slot::new());
-        assert_eq!(slot.next(0, 4), 0);
+        let slot = Arc::new(Slot::new());
+        let next = |slot: &Slot| {
+            let mut at = usize::MAX;
+            with_local(|l| at = slot.next(&mut l.cursors, 0, 4));
+            at
+        };
+        assert_eq!(next(&slot), 0);
         let s = slot.clone();
-        let other = std::thread::spawn(move || (0..4).map(|_| s.next(0, 4)).collect::<Vec<_>>())
+        let other = std::thread::spawn(move || (0..4).map(|_| next(&s)).collect::<Vec<_>>())
             .join()
             .unwrap();
         assert_eq!(other, [0, 1, 2, 3]);
-        assert_eq!(slot.next(0, 4), 1);
+        assert_eq!(next(&slot), 1);
+    }
+
+    #[test]
+    fn a_nested_call_gets_a_fresh_state() {
+        let slot = Slot::new();
+        with_local(|outer| {
+            assert_eq!(slot.next(&mut outer.cursors, 0, 3), 0);
+            assert_eq!(slot.next(&mut outer.cursors, 0, 3), 1);
+            // The thread's state is borrowed: a nested call starts afresh
+            // instead of panicking.
+            let mut inner_at = usize::MAX;
+            with_local(|inner| inner_at = slot.next(&mut inner.cursors, 0, 3));
+            assert_eq!(inner_at, 0);
+        });
+        let mut at = usize::MAX;
+        with_local(|l| at = slot.next(&mut l.cursors, 0, 3));
+        assert_eq!(at, 2);
     }
 }

@@ -9,13 +9,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use arc_swap::ArcSwap;
 
 use crate::affinity::{Affinity, Clock, SystemClock};
-use crate::balance::Slot;
+use crate::balance::{with_local, Slot};
 use crate::config::MeshConfig;
 use crate::dest::{Client, Destination};
 use crate::error::{Error, PickError};
@@ -106,8 +107,14 @@ struct Store {
 }
 
 struct Shared {
+    /// Unique among the meshes of this process: names this mesh in the
+    /// per-thread snapshot cache.
+    id: u64,
     config: Arc<MeshConfig>,
     current: ArcSwap<Snapshot>,
+    /// The version of `current`, stored just before it: what a pick
+    /// compares its thread's cached snapshot with.
+    published: AtomicU64,
     store: Mutex<Store>,
     /// Tasks waiting in [`Mesh::changed`] for the next publish.
     waiters: Mutex<Vec<Waker>>,
@@ -150,6 +157,9 @@ impl Future for Changed {
         }
     }
 }
+
+/// Hands out [`Shared::id`].
+static NEXT_MESH_ID: AtomicU64 = AtomicU64::new(0);
 
 fn lock_ignoring_poison<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
@@ -221,6 +231,8 @@ impl Mesh {
         ));
         Ok(Mesh {
             shared: Arc::new(Shared {
+                id: NEXT_MESH_ID.fetch_add(1, Ordering::Relaxed),
+                published: AtomicU64::new(0),
                 current: ArcSwap::from_pointee(Snapshot::empty(config.clone(), affinity, clock)),
                 config,
                 store: Mutex::new(Store::default()),
@@ -293,6 +305,10 @@ impl Mesh {
         let next = current.with_services(changes)?;
         txn.commit(&mut store, slots);
         let version = next.version();
+        // The version first: a pick that reads it and misses its cache loads
+        // the snapshot itself, so no pick can return an older version than
+        // `snapshot()` has already shown on any thread.
+        self.shared.published.store(version, Ordering::Release);
         self.shared.current.store(Arc::new(next));
         // Wake after the store: a waiter that registered before this point
         // is woken, and one that registers later sees the new version.
@@ -351,12 +367,61 @@ impl Mesh {
     /// Resolves `dest` and picks an eligible endpoint from the current snapshot.
     #[inline]
     pub fn pick(&self, dest: &Destination, client: &Client<'_>) -> Result<Pick, PickError> {
+        let mut picked = None;
+        with_local(|local| {
+            let snapshot = self.cached(&mut local.snapshot);
+            if let Some(endpoint) = snapshot.try_pick(dest, client, &mut local.cursors) {
+                picked = Some(Pick {
+                    addr: endpoint.addr(),
+                    version: snapshot.version(),
+                });
+            }
+        });
+        match picked {
+            Some(pick) => Ok(pick),
+            None => self.pick_failed(dest, client),
+        }
+    }
+
+    /// Why a pick failed, or a pick from a snapshot published since.
+    #[cold]
+    #[inline(never)]
+    fn pick_failed(&self, dest: &Destination, client: &Client<'_>) -> Result<Pick, PickError> {
         let snapshot = self.shared.current.load();
         let endpoint = snapshot.pick(dest, client)?;
         Ok(Pick {
             addr: endpoint.addr(),
             version: snapshot.version(),
         })
+    }
+
+    /// The current snapshot through this thread's cache: when the thread
+    /// last picked from this mesh and nothing was published since, the
+    /// snapshot it holds, for the price of one atomic load; otherwise the
+    /// current one, which the cache then keeps.
+    ///
+    /// The cache is correct because versions name snapshots: the cached
+    /// snapshot of version `v` is the one published as `v`, whole. It never
+    /// goes backwards: a hit is the newest version announced, and a miss
+    /// loads the current snapshot. A version is announced just before its
+    /// snapshot is stored, so a pick in between loads the previous snapshot
+    /// once more, never one older than any `snapshot()` or pick on any
+    /// thread has already returned. Its cost is memory: a thread keeps
+    /// the last snapshot it picked from alive until it picks again (from any
+    /// mesh) or exits. Snapshots share unchanged Services, so what an older
+    /// one holds beyond the current is only what changed since.
+    #[inline]
+    fn cached<'c>(&self, cache: &'c mut Option<(u64, Arc<Snapshot>)>) -> &'c Snapshot {
+        let published = self.shared.published.load(Ordering::Acquire);
+        let fresh =
+            matches!(cache, Some((id, s)) if *id == self.shared.id && s.version() == published);
+        if !fresh {
+            *cache = Some((self.shared.id, self.shared.current.load_full()));
+        }
+        match cache {
+            Some((_, snapshot)) => snapshot,
+            None => unreachable!("filled above"),
+        }
     }
 
     /// Starts a request: picks like [`Mesh::pick`] and, for Services that

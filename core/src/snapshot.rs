@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::affinity::{self, Affinity, Clock};
-use crate::balance::Slot;
+use crate::balance::{with_local, Cursors, Slot};
 use crate::config::MeshConfig;
 use crate::dest::{Client, Destination, PortRef};
 use crate::error::{Error, PickError};
@@ -116,6 +116,14 @@ fn set_index(traffic: Traffic, family: IpFamily) -> usize {
     (traffic as usize) * 2 + family.index()
 }
 
+/// The inverse of [`set_index`].
+const SETS: [(Traffic, IpFamily); 4] = [
+    (Traffic::Internal, IpFamily::V4),
+    (Traffic::Internal, IpFamily::V6),
+    (Traffic::External, IpFamily::V4),
+    (Traffic::External, IpFamily::V6),
+];
+
 /// One port of one Service with its endpoints and eligible sets.
 #[derive(Debug)]
 pub struct PortEntry {
@@ -137,6 +145,9 @@ pub struct PortEntry {
     /// drained endpoint) or the policy has tables; `None` (8 bytes instead of
     /// 160 per port) for plain round robin, random and least-request.
     balancing: Option<Box<Balancing>>,
+    /// Plain round robin over `sets` (no tables, no drained members, no
+    /// outlier detection): the pick path's shortcut.
+    plain_round_robin: bool,
 }
 
 impl PortEntry {
@@ -219,8 +230,33 @@ impl PortEntry {
 
     /// Picks a position in `endpoints` from `set`, by the policy, passing
     /// over ejected endpoints.
-    #[inline]
-    fn pick(&self, set: usize, client: &Client<'_>, now: Duration) -> Option<usize> {
+    #[inline(always)]
+    fn pick(
+        &self,
+        set: usize,
+        client: &Client<'_>,
+        now: Duration,
+        cursors: &mut Cursors,
+    ) -> Option<usize> {
+        if self.plain_round_robin {
+            let members = &self.sets[set];
+            if members.is_empty() {
+                return None;
+            }
+            return Some(members[self.slot.next(cursors, set, members.len())] as usize);
+        }
+        self.pick_by_table(set, client, now, cursors)
+    }
+
+    /// [`PortEntry::pick`] for every policy.
+    #[inline(never)]
+    fn pick_by_table(
+        &self,
+        set: usize,
+        client: &Client<'_>,
+        now: Duration,
+        cursors: &mut Cursors,
+    ) -> Option<usize> {
         let members = self.members(set);
         if members.is_empty() {
             return None;
@@ -235,12 +271,15 @@ impl PortEntry {
                 return Some(self.least_request(members, now));
             }
             Table::Members => {
-                let at = self.slot.next(set, members.len());
-                if self.is_ejected(members[at] as usize, now) && !self.panicking(members, now) {
+                let at = self.slot.next(cursors, set, members.len());
+                if self.outlier.is_some()
+                    && self.is_ejected(members[at] as usize, now)
+                    && !self.panicking(members, now)
+                {
                     // Round robin passes over an ejected endpoint by moving
                     // on, so its share spreads over the others.
                     for _ in 1..members.len() {
-                        let next = self.slot.next(set, members.len());
+                        let next = self.slot.next(cursors, set, members.len());
                         if !self.is_ejected(members[next] as usize, now) {
                             return Some(members[next] as usize);
                         }
@@ -248,19 +287,20 @@ impl PortEntry {
                 }
                 at
             }
-            Table::Sequence(seq) => seq[self.slot.next(set, seq.len())] as usize,
+            Table::Sequence(seq) => seq[self.slot.next(cursors, set, seq.len())] as usize,
             Table::Maglev(table) => match hash_key(client) {
                 Some(h) => table[(h % table.len() as u64) as usize] as usize,
-                None => self.slot.next(set, members.len()),
+                None => self.slot.next(cursors, set, members.len()),
             },
             Table::Ring(ring) => match hash_key(client) {
                 Some(h) => ring_lookup(ring, h) as usize,
-                None => self.slot.next(set, members.len()),
+                None => self.slot.next(cursors, set, members.len()),
             },
         };
         Some(self.avoid_ejected(members, at, now))
     }
 
+    #[inline]
     fn is_ejected(&self, position: usize, now: Duration) -> bool {
         match (&self.health, self.outlier) {
             (Some(h), Some(_)) => h[position].is_ejected(now),
@@ -270,11 +310,17 @@ impl PortEntry {
 
     /// `members[at]`, or the next member after it that is not ejected; when
     /// too few members are healthy (the panic threshold), ejections are ignored.
+    #[inline]
     fn avoid_ejected(&self, members: &[u32], at: usize, now: Duration) -> usize {
         let first = members[at] as usize;
         if self.outlier.is_none() {
             return first;
         }
+        self.avoid_ejected_slow(members, at, first, now)
+    }
+
+    #[inline(never)]
+    fn avoid_ejected_slow(&self, members: &[u32], at: usize, first: usize, now: Duration) -> usize {
         if !self.is_ejected(first, now) || self.panicking(members, now) {
             return first;
         }
@@ -768,12 +814,19 @@ fn build_port<'a>(
             })
             .collect()
     });
+    let balancing = (members.iter().any(Option::is_some)
+        || tables.iter().any(|t| *t != Table::Members))
+    .then(|| Box::new(Balancing { members, tables }));
+    let outlier = service.outlier_detection();
     PortEntry {
+        plain_round_robin: policy == LbPolicy::RoundRobin
+            && balancing.is_none()
+            && outlier.is_none(),
         service: service.key().clone(),
         spec: spec.clone(),
         slot,
         health,
-        outlier: service.outlier_detection(),
+        outlier,
         endpoints,
         sets,
         policy,
@@ -783,9 +836,7 @@ fn build_port<'a>(
             }
             SessionAffinity::None => None,
         },
-        balancing: (members.iter().any(Option::is_some)
-            || tables.iter().any(|t| *t != Table::Members))
-        .then(|| Box::new(Balancing { members, tables })),
+        balancing,
     }
 }
 
@@ -905,6 +956,28 @@ impl<'s> Resolved<'s> {
     /// why there is none.
     #[inline]
     pub fn pick(&self, client: &Client<'_>) -> Result<&'s Endpoint, PickError> {
+        let mut picked = None;
+        with_local(|local| picked = self.try_pick(client, &mut local.cursors));
+        picked.ok_or_else(|| self.no_endpoints())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn no_endpoints(&self) -> PickError {
+        PickError::NoEndpoints {
+            service: self.port.service.to_string(),
+            port: self.port.label(),
+        }
+    }
+
+    /// [`Resolved::pick`], `None` when no endpoint is eligible: the error
+    /// is built only off the hot path.
+    #[inline]
+    pub(crate) fn try_pick(
+        &self,
+        client: &Client<'_>,
+        cursors: &mut Cursors,
+    ) -> Option<&'s Endpoint> {
         let set = set_index(self.traffic, self.family);
         let port: &'s PortEntry = self.port;
         if let (Some(timeout), Some(ip)) = (port.affinity, client.ip) {
@@ -918,18 +991,23 @@ impl<'s> Resolved<'s> {
                 .get(&key, timeout, |a| port.member(set, a).is_some())
             {
                 if let Some(endpoint) = port.member(set, addr) {
-                    return Ok(endpoint);
+                    return Some(endpoint);
                 }
             }
-            let endpoint = self.pick_by_policy(set, client)?;
+            let endpoint = self.pick_by_policy(set, client, cursors)?;
             self.affinity.insert(key, endpoint.addr());
-            return Ok(endpoint);
+            return Some(endpoint);
         }
-        self.pick_by_policy(set, client)
+        self.pick_by_policy(set, client, cursors)
     }
 
-    #[inline]
-    fn pick_by_policy(&self, set: usize, client: &Client<'_>) -> Result<&'s Endpoint, PickError> {
+    #[inline(always)]
+    fn pick_by_policy(
+        &self,
+        set: usize,
+        client: &Client<'_>,
+        cursors: &mut Cursors,
+    ) -> Option<&'s Endpoint> {
         let port: &'s PortEntry = self.port;
         // Only outlier detection needs the time: reading the clock costs as
         // much as the rest of a pick.
@@ -938,12 +1016,8 @@ impl<'s> Resolved<'s> {
         } else {
             Duration::ZERO
         };
-        port.pick(set, client, now)
+        port.pick(set, client, now, cursors)
             .map(|at| &port.endpoints[at])
-            .ok_or_else(|| PickError::NoEndpoints {
-                service: self.port.service.to_string(),
-                port: self.port.label(),
-            })
     }
 }
 
@@ -1030,29 +1104,10 @@ impl Snapshot {
     ) -> Result<Resolved<'_>, PickError> {
         match dest {
             Destination::Addr { addr, protocol } => {
-                let found = match protocol {
-                    Some(p) => self.frontend(*addr, *p),
-                    None => Protocol::ALL
-                        .into_iter()
-                        .find_map(|p| self.frontend(*addr, p)),
-                };
-                let fe = found.ok_or_else(|| PickError::NoService {
-                    destination: dest.to_string(),
-                })?;
-                let (traffic, family) = match fe.set {
-                    0 => (Traffic::Internal, IpFamily::V4),
-                    1 => (Traffic::Internal, IpFamily::V6),
-                    2 => (Traffic::External, IpFamily::V4),
-                    _ => (Traffic::External, IpFamily::V6),
-                };
-                Ok(Resolved {
-                    service: &fe.service,
-                    port: &fe.port,
-                    traffic,
-                    family,
-                    affinity: &self.affinity,
-                    clock: &*self.clock,
-                })
+                self.resolve_addr(*addr, *protocol)
+                    .ok_or_else(|| PickError::NoService {
+                        destination: dest.to_string(),
+                    })
             }
             Destination::Name {
                 name,
@@ -1087,7 +1142,45 @@ impl Snapshot {
     /// Resolves a destination and picks an eligible endpoint.
     #[inline]
     pub fn pick(&self, dest: &Destination, client: &Client<'_>) -> Result<&Endpoint, PickError> {
-        self.resolve(dest, client)?.pick(client)
+        let resolved = self.resolve(dest, client)?;
+        resolved.pick(client)
+    }
+
+    /// [`Snapshot::pick`], `None` on any failure (the caller asks
+    /// [`Snapshot::pick`] for the reason, off the hot path).
+    #[inline]
+    pub(crate) fn try_pick(
+        &self,
+        dest: &Destination,
+        client: &Client<'_>,
+        cursors: &mut Cursors,
+    ) -> Option<&Endpoint> {
+        let resolved = match dest {
+            Destination::Addr { addr, protocol } => self.resolve_addr(*addr, *protocol)?,
+            Destination::Name { .. } => self.resolve(dest, client).ok()?,
+        };
+        resolved.try_pick(client, cursors)
+    }
+
+    /// The service port behind a frontend address, with any protocol when
+    /// `protocol` is `None`.
+    #[inline(always)]
+    fn resolve_addr(&self, addr: SocketAddr, protocol: Option<Protocol>) -> Option<Resolved<'_>> {
+        let fe = match protocol {
+            Some(p) => self.frontend(addr, p),
+            None => Protocol::ALL
+                .into_iter()
+                .find_map(|p| self.frontend(addr, p)),
+        }?;
+        let (traffic, family) = SETS[fe.set as usize & 3];
+        Some(Resolved {
+            service: &fe.service,
+            port: &fe.port,
+            traffic,
+            family,
+            affinity: &self.affinity,
+            clock: &*self.clock,
+        })
     }
 
     #[inline]
