@@ -289,7 +289,7 @@ impl PortEntry {
             }
             Table::Sequence(seq) => seq[self.slot.next(cursors, set, seq.len())] as usize,
             Table::Maglev(table) => match hash_key(client) {
-                Some(h) => table[(h % table.len() as u64) as usize] as usize,
+                Some(h) => table[((h as u128 * table.len() as u128) >> 64) as usize] as usize,
                 None => self.slot.next(cursors, set, members.len()),
             },
             Table::Ring(ring) => match hash_key(client) {
