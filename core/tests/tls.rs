@@ -538,3 +538,53 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
             .supported_schemes()
     }
 }
+
+/// The README's openssl commands make certificates pobox accepts.
+#[tokio::test]
+async fn readme_openssl_certificates_work() {
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        eprintln!("openssl not found: the README's certificate commands are not checked");
+        return;
+    }
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let block = readme
+        .split_once("<!-- tls-certs -->\n```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("the README has the tls-certs block")
+        .0;
+    let dir = temp_dir("readme");
+    let out = std::process::Command::new("bash")
+        .args(["-euc", block])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let load = |name: &str| {
+        let certs = dir.join("certs");
+        Arc::new(
+            Identity::load(IdentityFiles {
+                cert_chain: certs.join(format!("{name}.pem")),
+                key: certs.join(format!("{name}.key")),
+                trust_bundle: certs.join("ca.pem"),
+            })
+            .unwrap(),
+        )
+    };
+    let (web, frontend) = (load("web"), load("frontend"));
+    assert_eq!(web.id(), id(WEB));
+    let server = TlsServer::new(web, AllowList::Ids(vec![id(FRONTEND)])).unwrap();
+    let (a, b) = tokio::io::duplex(16 * 1024);
+    let serving = tokio::spawn(async move { server.accept(b).await.map(|(_, id)| id) });
+    TlsClient::new(frontend).connect(a, &id(WEB)).await.unwrap();
+    assert_eq!(serving.await.unwrap().unwrap(), id(FRONTEND));
+    let _ = std::fs::remove_dir_all(&dir);
+}
