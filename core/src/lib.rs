@@ -52,6 +52,10 @@ mod policy;
 mod select;
 mod shard;
 mod snapshot;
+#[cfg(feature = "tls")]
+pub mod tls;
+#[cfg(feature = "tower")]
+pub mod tower;
 mod validate;
 
 pub use affinity::{Clock, ManualClock, SystemClock, DEFAULT_AFFINITY_CAPACITY};
@@ -76,4 +80,4 @@ pub use policy::{
     MAX_MAGLEV_TABLE_SIZE, MAX_RING_SIZE, MAX_WEIGHT,
 };
 pub use snapshot::{DnsEndpoint, Endpoint, PortEntry, Resolved, ServiceEntry, Snapshot, Traffic};
-pub use validate::{DEFAULT_NAMESPACE, LABEL_SERVICE_NAME};
+pub use validate::{ANNOTATION_SERVICE_ACCOUNT, DEFAULT_NAMESPACE, LABEL_SERVICE_NAME};

@@ -239,6 +239,9 @@ pub struct Service {
     pub(crate) traffic_distribution: Option<Arc<str>>,
     pub(crate) lb_policy: LbPolicy,
     pub(crate) outlier_detection: Option<OutlierDetection>,
+    /// `pobox.io/service-account`: the service account of the pods behind
+    /// it, which names their mTLS identity.
+    pub(crate) service_account: Option<Arc<str>>,
 }
 
 impl Service {
@@ -314,6 +317,14 @@ impl Service {
     /// Outlier detection, when turned on by `pobox.io/outlier-consecutive-failures`.
     pub fn outlier_detection(&self) -> Option<OutlierDetection> {
         self.outlier_detection
+    }
+
+    /// The service account of the pods behind it, from the annotation
+    /// [`ANNOTATION_SERVICE_ACCOUNT`](crate::ANNOTATION_SERVICE_ACCOUNT):
+    /// their mTLS identity is
+    /// `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`.
+    pub fn service_account(&self) -> Option<&str> {
+        self.service_account.as_deref()
     }
     /// The IP families, primary first: `spec.ipFamilies`, or those of the cluster IPs.
     pub fn ip_families(&self) -> &[IpFamily] {

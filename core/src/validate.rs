@@ -39,7 +39,7 @@ const MAX_AFFINITY_TIMEOUT: i64 = 86400;
 
 // === names ===
 
-fn is_dns1123_label(s: &str) -> bool {
+pub(crate) fn is_dns1123_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
@@ -577,6 +577,7 @@ pub(crate) fn service(raw: k8s::Service) -> Result<Service, Error> {
 
     let lb_policy = lb_policy(&object, raw.metadata.annotations.as_ref())?;
     let outlier_detection = outlier_detection(&object, raw.metadata.annotations.as_ref())?;
+    let service_account = service_account(&object, raw.metadata.annotations.as_ref())?;
 
     Ok(Service {
         key: ServiceKey::new(&namespace, &name),
@@ -597,7 +598,29 @@ pub(crate) fn service(raw: k8s::Service) -> Result<Service, Error> {
         traffic_distribution,
         lb_policy,
         outlier_detection,
+        service_account,
     })
+}
+
+/// The annotation naming the service account of a Service's pods: their
+/// mTLS identity is `spiffe://<trust-domain>/ns/<namespace>/sa/<value>`.
+pub const ANNOTATION_SERVICE_ACCOUNT: &str = "pobox.io/service-account";
+
+/// The service account from `pobox.io/service-account`, a DNS-1123
+/// subdomain as Kubernetes requires of ServiceAccount names.
+fn service_account(
+    object: &str,
+    annotations: Option<&BTreeMap<String, String>>,
+) -> Result<Option<Arc<str>>, Error> {
+    match annotations.and_then(|a| a.get(ANNOTATION_SERVICE_ACCOUNT)) {
+        None => Ok(None),
+        Some(v) if is_dns1123_subdomain(v) => Ok(Some(v.as_str().into())),
+        Some(v) => Err(Error::invalid(
+            object,
+            annotation_field(ANNOTATION_SERVICE_ACCOUNT),
+            format!("{v:?} is not a service account name (a DNS-1123 subdomain: lowercase letters, digits, '-' and '.')"),
+        )),
+    }
 }
 
 fn annotation_number(
@@ -1006,5 +1029,39 @@ mod tests {
         assert!(!is_iana_svc_name("8080"));
         assert!(!is_iana_svc_name("a--b"));
         assert!(!is_iana_svc_name("averyverylongname"));
+    }
+}
+
+#[cfg(test)]
+mod service_account_tests {
+    use crate::{Mesh, MeshConfig};
+
+    fn apply(annotations: &str) -> Result<Option<String>, String> {
+        let mesh = Mesh::new(MeshConfig::new()).unwrap();
+        let yaml = format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: shop, annotations: {annotations}}}\nspec: {{clusterIP: 10.96.0.10, ports: [{{port: 80}}]}}\n"
+        );
+        mesh.apply(yaml.as_bytes()).map_err(|e| e.to_string())?;
+        let snapshot = mesh.snapshot();
+        let entry = snapshot.service("shop", "web").unwrap();
+        Ok(entry.service().service_account().map(str::to_owned))
+    }
+
+    #[test]
+    fn service_account_annotation() {
+        assert_eq!(apply("{}"), Ok(None));
+        assert_eq!(
+            apply("{pobox.io/service-account: web-sa}"),
+            Ok(Some("web-sa".to_owned()))
+        );
+        for bad in ["Web", "web sa", "''", "web/sa", "-web"] {
+            let err = apply(&format!("{{pobox.io/service-account: {bad}}}")).unwrap_err();
+            assert!(
+                err.contains("Service shop/web")
+                    && err.contains("metadata.annotations[pobox.io/service-account]")
+                    && err.contains("not a service account name"),
+                "{bad}: {err}"
+            );
+        }
     }
 }
