@@ -98,6 +98,21 @@
 #define POBOX_ENDPOINTS_ALL 1
 
 /**
+ * `pobox_mesh_lookup`'s `*rcode_out`: the name exists.
+ */
+#define POBOX_DNS_NOERROR 0
+
+/**
+ * `pobox_mesh_lookup`'s `*rcode_out`: the name does not exist.
+ */
+#define POBOX_DNS_NXDOMAIN 3
+
+/**
+ * `pobox_mesh_lookup`'s `*rcode_out`: the name is outside the cluster zone.
+ */
+#define POBOX_DNS_REFUSED 5
+
+/**
  * What a call did. `POBOX_OK` is success; every other value names one kind
  * of failure, and `pobox_last_error` gives its message. Numbers are never
  * renumbered or reused: new kinds get new numbers.
@@ -175,6 +190,11 @@ typedef enum pobox_result {
    * added a kind of error); the message says what it is.
    */
   POBOX_ERR_OTHER = 16,
+  /**
+   * An argument is outside what the function accepts (say, a DNS record
+   * type that does not exist); the message names it.
+   */
+  POBOX_ERR_BAD_ARGUMENT = 17,
 } pobox_result;
 
 /**
@@ -198,6 +218,15 @@ typedef struct pobox_dest pobox_dest;
  * which must be the last call on it.
  */
 typedef struct pobox_mesh pobox_mesh;
+
+/**
+ * A request started by `pobox_mesh_begin`: its endpoint counts it in
+ * flight (for `least-request`) until `pobox_request_finish`, which also
+ * reports how it went to passive health and frees it.
+ *
+ * Thread safety: may be finished on any thread, once.
+ */
+typedef struct pobox_request pobox_request;
 
 /**
  * An IP address, port and protocol, in binary: what the fast path takes and
@@ -466,6 +495,105 @@ enum pobox_result pobox_mesh_endpoints(const struct pobox_mesh *mesh,
  * Thread safety: may run on many threads at once, with applies too.
  */
 enum pobox_result pobox_mesh_version(const struct pobox_mesh *mesh, uint64_t *version_out);
+
+/**
+ * Picks an endpoint for a parsed destination with a hash key: the
+ * `maglev` and `ring-hash` policies hash `key` (an HTTP header's or a
+ * cookie's value, a user id) instead of the client's IP. `key` may be
+ * NULL when `key_len` is 0 (then the client's IP is hashed, as by
+ * `pobox_mesh_pick_addr`). Other policies ignore the key.
+ *
+ * On `POBOX_OK`, writes the endpoint to `*out`; otherwise leaves it unchanged.
+ *
+ * Ownership: all pointers are the caller's and only used during the call.
+ *
+ * Thread safety: as `pobox_mesh_pick`.
+ */
+enum pobox_result pobox_mesh_pick_key(const struct pobox_mesh *mesh,
+                                      const struct pobox_dest *dest,
+                                      const struct pobox_addr *client,
+                                      const uint8_t *key,
+                                      size_t key_len,
+                                      struct pobox_endpoint *out);
+
+/**
+ * Picks an endpoint as `pobox_mesh_pick_key` does and starts a request to
+ * it: a `least-request` Service counts it in flight until
+ * `pobox_request_finish`. Call this when the outcome matters (least-request
+ * balancing, outlier detection); a plain pick is cheaper otherwise.
+ *
+ * On `POBOX_OK`, writes the endpoint to `*endpoint_out` and a new request
+ * to `*request_out`; otherwise leaves both unchanged.
+ *
+ * Ownership: the caller owns the request and must end it with
+ * `pobox_request_finish` exactly once. The request keeps what it needs of
+ * the mesh's state alive by itself, so it may outlive later applies (and
+ * even the mesh).
+ *
+ * Thread safety: as `pobox_mesh_pick`.
+ */
+enum pobox_result pobox_mesh_begin(const struct pobox_mesh *mesh,
+                                   const struct pobox_dest *dest,
+                                   const struct pobox_addr *client,
+                                   const uint8_t *key,
+                                   size_t key_len,
+                                   struct pobox_endpoint *endpoint_out,
+                                   struct pobox_request **request_out);
+
+/**
+ * Ends a request from `pobox_mesh_begin` and frees it: `failed` false when
+ * it worked, true when the connection was refused, timed out or reset, or
+ * the answer was a 5xx (what outlier detection counts). NULL is a no-op.
+ *
+ * Ownership: takes the request back; it must not be used again.
+ *
+ * Thread safety: any thread, once per request.
+ */
+void pobox_request_finish(struct pobox_request *request, bool failed);
+
+/**
+ * Reports how a connection to `endpoint` of `dest` went, for passive
+ * health (outlier detection), when the request was not started with
+ * `pobox_mesh_begin` (say, a pooled connection's later failure).
+ * A Service without outlier detection ignores it.
+ *
+ * Ownership: all pointers are the caller's and only used during the call.
+ *
+ * Thread safety: as `pobox_mesh_pick`.
+ */
+enum pobox_result pobox_mesh_report(const struct pobox_mesh *mesh,
+                                    const struct pobox_dest *dest,
+                                    const struct pobox_addr *endpoint,
+                                    bool failed);
+
+/**
+ * Answers a DNS question from the mesh's current snapshot, as the cluster
+ * DNS would (the Kubernetes DNS specification; see `pobox dns`).
+ *
+ * `type` is a record type (`A`, `AAAA`, `SRV`, `PTR`, `CNAME`, `TXT` or
+ * `TYPE<n>`, any case); NULL means `A`. `namespace_` NULL means `name` is
+ * looked up as given; otherwise `name` is expanded with the search path of
+ * a pod in that namespace (`web` finds `web.<namespace>.svc.<zone>`).
+ *
+ * On `POBOX_OK`, writes the answer records in zone-file form, one per line
+ * as `pobox dns` prints them (empty when there are none), with a NUL, into
+ * `out`, their size with the NUL into `*written`, and the DNS response
+ * code (`POBOX_DNS_*`) into `*rcode_out`. Buffer rules as
+ * `pobox_mesh_pick`: on `POBOX_ERR_BUFFER_TOO_SMALL`, `*written` is the
+ * size needed and nothing else is written.
+ *
+ * Ownership: all pointers are the caller's and only used during the call.
+ *
+ * Thread safety: as `pobox_mesh_pick`.
+ */
+enum pobox_result pobox_mesh_lookup(const struct pobox_mesh *mesh,
+                                    const char *name,
+                                    const char *type,
+                                    const char *namespace_,
+                                    char *out,
+                                    size_t out_len,
+                                    size_t *written,
+                                    uint16_t *rcode_out);
 
 /**
  * Copies the message of the last failed call on this thread (empty when

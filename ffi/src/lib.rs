@@ -27,7 +27,10 @@ use std::ffi::{c_char, CStr};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use pobox::{Client, Destination, Error, Kind, Mesh, MeshConfig, PickError, Protocol, Snapshot};
+use pobox::{
+    Client, Destination, Error, Kind, Mesh, MeshConfig, Outcome, PickError, Protocol, Rcode,
+    RecordType, Snapshot,
+};
 
 // === results ===
 
@@ -75,6 +78,9 @@ pub enum pobox_result {
     /// A failure this version of the ABI has no number for yet (the core
     /// added a kind of error); the message says what it is.
     POBOX_ERR_OTHER = 16,
+    /// An argument is outside what the function accepts (say, a DNS record
+    /// type that does not exist); the message names it.
+    POBOX_ERR_BAD_ARGUMENT = 17,
 }
 
 use pobox_result::*;
@@ -960,6 +966,247 @@ pub unsafe extern "C" fn pobox_mesh_version(
     }
 }
 
+// === requests, hash keys, passive health, DNS ===
+
+/// A request started by `pobox_mesh_begin`: its endpoint counts it in
+/// flight (for `least-request`) until `pobox_request_finish`, which also
+/// reports how it went to passive health and frees it.
+///
+/// Thread safety: may be finished on any thread, once.
+pub struct pobox_request {
+    _private: [u8; 0],
+}
+
+impl Castable for pobox_request {
+    type RustType = pobox::Request;
+}
+
+/// The client of a pick: its address (NULL or `POBOX_FAMILY_NONE`: unknown)
+/// and a hash key (`key_len` bytes; NULL when `key_len` is 0).
+///
+/// # Safety
+/// `client` is NULL or readable; `key` points to `key_len` readable bytes.
+unsafe fn client_with_key<'a>(
+    client: *const pobox_addr,
+    key: *const u8,
+    key_len: usize,
+) -> Result<Client<'a>, Failure> {
+    // SAFETY: the caller promises client is NULL or readable.
+    let mut c = client_of(unsafe { client.as_ref() })?;
+    // SAFETY: the caller promises key_len readable bytes.
+    let key = unsafe { c_slice(key, key_len, "key") }?;
+    if !key.is_empty() {
+        c = c.key(key);
+    }
+    Ok(c)
+}
+
+/// Picks an endpoint for a parsed destination with a hash key: the
+/// `maglev` and `ring-hash` policies hash `key` (an HTTP header's or a
+/// cookie's value, a user id) instead of the client's IP. `key` may be
+/// NULL when `key_len` is 0 (then the client's IP is hashed, as by
+/// `pobox_mesh_pick_addr`). Other policies ignore the key.
+///
+/// On `POBOX_OK`, writes the endpoint to `*out`; otherwise leaves it unchanged.
+///
+/// Ownership: all pointers are the caller's and only used during the call.
+///
+/// Thread safety: as `pobox_mesh_pick`.
+#[no_mangle]
+pub unsafe extern "C" fn pobox_mesh_pick_key(
+    mesh: *const pobox_mesh,
+    dest: *const pobox_dest,
+    client: *const pobox_addr,
+    key: *const u8,
+    key_len: usize,
+    out: *mut pobox_endpoint,
+) -> pobox_result {
+    ffi_panic_boundary! {
+        // SAFETY: the caller promises mesh is NULL or a live mesh.
+        let mesh = unsafe { try_ref(mesh, "mesh") }?;
+        // SAFETY: the caller promises dest is NULL or a live destination.
+        let dest = unsafe { try_ref(dest, "dest") }?;
+        // SAFETY: the caller promises client and key are readable as documented.
+        let client = unsafe { client_with_key(client, key, key_len) }?;
+        // SAFETY: the caller promises out is NULL or writable.
+        let out = unsafe { out_ref(out, "out") }?;
+        *out = endpoint_of(mesh.pick(dest, &client)?);
+        Ok(())
+    }
+}
+
+/// Picks an endpoint as `pobox_mesh_pick_key` does and starts a request to
+/// it: a `least-request` Service counts it in flight until
+/// `pobox_request_finish`. Call this when the outcome matters (least-request
+/// balancing, outlier detection); a plain pick is cheaper otherwise.
+///
+/// On `POBOX_OK`, writes the endpoint to `*endpoint_out` and a new request
+/// to `*request_out`; otherwise leaves both unchanged.
+///
+/// Ownership: the caller owns the request and must end it with
+/// `pobox_request_finish` exactly once. The request keeps what it needs of
+/// the mesh's state alive by itself, so it may outlive later applies (and
+/// even the mesh).
+///
+/// Thread safety: as `pobox_mesh_pick`.
+#[no_mangle]
+pub unsafe extern "C" fn pobox_mesh_begin(
+    mesh: *const pobox_mesh,
+    dest: *const pobox_dest,
+    client: *const pobox_addr,
+    key: *const u8,
+    key_len: usize,
+    endpoint_out: *mut pobox_endpoint,
+    request_out: *mut *mut pobox_request,
+) -> pobox_result {
+    ffi_panic_boundary! {
+        // SAFETY: the caller promises mesh is NULL or a live mesh.
+        let mesh = unsafe { try_ref(mesh, "mesh") }?;
+        // SAFETY: the caller promises dest is NULL or a live destination.
+        let dest = unsafe { try_ref(dest, "dest") }?;
+        // SAFETY: the caller promises client and key are readable as documented.
+        let client = unsafe { client_with_key(client, key, key_len) }?;
+        // SAFETY: the caller promises endpoint_out is NULL or writable.
+        let endpoint_out = unsafe { out_ref(endpoint_out, "endpoint_out") }?;
+        // SAFETY: the caller promises request_out is NULL or writable.
+        let request_out = unsafe { out_ref(request_out, "request_out") }?;
+        let request = mesh.begin(dest, &client)?;
+        *endpoint_out = pobox_endpoint {
+            addr: pobox_addr::from_socket_addr(request.addr()),
+            version: request.version(),
+        };
+        *request_out = to_boxed_ptr::<pobox_request>(request);
+        Ok(())
+    }
+}
+
+/// Ends a request from `pobox_mesh_begin` and frees it: `failed` false when
+/// it worked, true when the connection was refused, timed out or reset, or
+/// the answer was a 5xx (what outlier detection counts). NULL is a no-op.
+///
+/// Ownership: takes the request back; it must not be used again.
+///
+/// Thread safety: any thread, once per request.
+#[no_mangle]
+pub unsafe extern "C" fn pobox_request_finish(request: *mut pobox_request, failed: bool) {
+    ffi_panic_boundary! {
+        if !request.is_null() {
+            // SAFETY: the caller promises a live request from pobox_mesh_begin, given up here.
+            let request = unsafe { Box::from_raw(request.cast::<pobox::Request>()) };
+            request.finish(if failed { Outcome::Failure } else { Outcome::Success });
+        }
+    }
+}
+
+/// Reports how a connection to `endpoint` of `dest` went, for passive
+/// health (outlier detection), when the request was not started with
+/// `pobox_mesh_begin` (say, a pooled connection's later failure).
+/// A Service without outlier detection ignores it.
+///
+/// Ownership: all pointers are the caller's and only used during the call.
+///
+/// Thread safety: as `pobox_mesh_pick`.
+#[no_mangle]
+pub unsafe extern "C" fn pobox_mesh_report(
+    mesh: *const pobox_mesh,
+    dest: *const pobox_dest,
+    endpoint: *const pobox_addr,
+    failed: bool,
+) -> pobox_result {
+    ffi_panic_boundary! {
+        // SAFETY: the caller promises mesh is NULL or a live mesh.
+        let mesh = unsafe { try_ref(mesh, "mesh") }?;
+        // SAFETY: the caller promises dest is NULL or a live destination.
+        let dest = unsafe { try_ref(dest, "dest") }?;
+        // SAFETY: the caller promises endpoint is NULL or readable.
+        let endpoint = unsafe { endpoint.as_ref() }.ok_or_else(|| Failure::null("endpoint"))?;
+        let ip = endpoint.ip("endpoint")?.ok_or_else(|| {
+            Failure::new(POBOX_ERR_BAD_ADDRESS, "endpoint.family is POBOX_FAMILY_NONE: an endpoint needs an address")
+        })?;
+        let outcome = if failed { Outcome::Failure } else { Outcome::Success };
+        mesh.report(dest, SocketAddr::new(ip, endpoint.port), outcome)?;
+        Ok(())
+    }
+}
+
+/// `pobox_mesh_lookup`'s `*rcode_out`: the name exists.
+pub const POBOX_DNS_NOERROR: u16 = 0;
+/// `pobox_mesh_lookup`'s `*rcode_out`: the name does not exist.
+pub const POBOX_DNS_NXDOMAIN: u16 = 3;
+/// `pobox_mesh_lookup`'s `*rcode_out`: the name is outside the cluster zone.
+pub const POBOX_DNS_REFUSED: u16 = 5;
+
+/// Answers a DNS question from the mesh's current snapshot, as the cluster
+/// DNS would (the Kubernetes DNS specification; see `pobox dns`).
+///
+/// `type` is a record type (`A`, `AAAA`, `SRV`, `PTR`, `CNAME`, `TXT` or
+/// `TYPE<n>`, any case); NULL means `A`. `namespace_` NULL means `name` is
+/// looked up as given; otherwise `name` is expanded with the search path of
+/// a pod in that namespace (`web` finds `web.<namespace>.svc.<zone>`).
+///
+/// On `POBOX_OK`, writes the answer records in zone-file form, one per line
+/// as `pobox dns` prints them (empty when there are none), with a NUL, into
+/// `out`, their size with the NUL into `*written`, and the DNS response
+/// code (`POBOX_DNS_*`) into `*rcode_out`. Buffer rules as
+/// `pobox_mesh_pick`: on `POBOX_ERR_BUFFER_TOO_SMALL`, `*written` is the
+/// size needed and nothing else is written.
+///
+/// Ownership: all pointers are the caller's and only used during the call.
+///
+/// Thread safety: as `pobox_mesh_pick`.
+#[no_mangle]
+pub unsafe extern "C" fn pobox_mesh_lookup(
+    mesh: *const pobox_mesh,
+    name: *const c_char,
+    r#type: *const c_char,
+    namespace_: *const c_char,
+    out: *mut c_char,
+    out_len: usize,
+    written: *mut usize,
+    rcode_out: *mut u16,
+) -> pobox_result {
+    ffi_panic_boundary! {
+        // SAFETY: the caller promises mesh is NULL or a live mesh.
+        let mesh = unsafe { try_ref(mesh, "mesh") }?;
+        // SAFETY: the caller promises a NUL-terminated string (or NULL).
+        let name = unsafe { c_str(name, "name") }?;
+        let qtype = if r#type.is_null() {
+            RecordType::A
+        } else {
+            // SAFETY: not NULL; the caller promises a NUL-terminated string.
+            let text = unsafe { c_str(r#type, "type") }?;
+            RecordType::parse(text).ok_or_else(|| {
+                Failure::new(POBOX_ERR_BAD_ARGUMENT, format!("type {text:?} is not a DNS record type"))
+            })?
+        };
+        let namespace = if namespace_.is_null() {
+            None
+        } else {
+            // SAFETY: not NULL; the caller promises a NUL-terminated string.
+            Some(unsafe { c_str(namespace_, "namespace_") }?)
+        };
+        // SAFETY: the caller promises out has out_len writable bytes.
+        let out = unsafe { c_slice_mut(out.cast::<u8>(), out_len, "out") }?;
+        // SAFETY: the caller promises written is NULL or writable.
+        let written = unsafe { out_ref(written, "written") }?;
+        // SAFETY: the caller promises rcode_out is NULL or writable.
+        let rcode_out = unsafe { out_ref(rcode_out, "rcode_out") }?;
+        let snapshot = mesh.snapshot();
+        let answer = match namespace {
+            Some(ns) => snapshot.lookup_from(ns, name, qtype),
+            None => snapshot.lookup(name, qtype),
+        };
+        let text: String = answer.answers.iter().map(|r| format!("{r}\n")).collect();
+        write_text(&text, out, written)?;
+        *rcode_out = match answer.rcode {
+            Rcode::NoError => POBOX_DNS_NOERROR,
+            Rcode::NxDomain => POBOX_DNS_NXDOMAIN,
+            Rcode::Refused => POBOX_DNS_REFUSED,
+        };
+        Ok(())
+    }
+}
+
 /// Copies the message of the last failed call on this thread (empty when
 /// none failed yet) with a NUL into `out`, and its size, NUL included, into
 /// `*written`. Same buffer rules as `pobox_mesh_pick`: on
@@ -1020,6 +1267,7 @@ pub extern "C" fn pobox_result_name(result: u32) -> *const c_char {
             14 => c"POBOX_ERR_NO_ENDPOINTS",
             15 => c"POBOX_ERR_BAD_ADDRESS",
             16 => c"POBOX_ERR_OTHER",
+            17 => c"POBOX_ERR_BAD_ARGUMENT",
             _ => c"POBOX_ERR_UNKNOWN",
         };
         name.as_ptr()
@@ -1046,6 +1294,7 @@ mod tests {
             (POBOX_OK, "POBOX_OK"),
             (POBOX_ERR_BUFFER_TOO_SMALL, "POBOX_ERR_BUFFER_TOO_SMALL"),
             (POBOX_ERR_OTHER, "POBOX_ERR_OTHER"),
+            (POBOX_ERR_BAD_ARGUMENT, "POBOX_ERR_BAD_ARGUMENT"),
         ] {
             // SAFETY: pobox_result_name returns a static NUL-terminated string.
             let got = unsafe { CStr::from_ptr(pobox_result_name(code as u32)) };

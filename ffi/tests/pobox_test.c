@@ -455,6 +455,208 @@ static void test_threads(void) {
   pobox_mesh_free(s.mesh);
 }
 
+/* api: least-request with outlier detection (2 failures eject, half the set
+ * at most, no panic threshold); cache: maglev. */
+static const char API[] =
+    "apiVersion: v1\n"
+    "kind: Service\n"
+    "metadata:\n"
+    "  name: api\n"
+    "  namespace: default\n"
+    "  annotations:\n"
+    "    pobox.io/lb-policy: least-request\n"
+    "    pobox.io/outlier-consecutive-failures: \"2\"\n"
+    "    pobox.io/outlier-max-ejection-percent: \"50\"\n"
+    "    pobox.io/outlier-panic-threshold-percent: \"0\"\n"
+    "spec:\n"
+    "  clusterIP: 10.96.0.20\n"
+    "  ports: [{name: http, port: 80, targetPort: 8080}]\n"
+    "---\n"
+    "apiVersion: discovery.k8s.io/v1\n"
+    "kind: EndpointSlice\n"
+    "metadata: {name: api-1, namespace: default, labels: {kubernetes.io/service-name: api}}\n"
+    "addressType: IPv4\n"
+    "ports: [{name: http, port: 8080}]\n"
+    "endpoints: [{addresses: [10.2.0.1]}, {addresses: [10.2.0.2]}]\n"
+    "---\n"
+    "apiVersion: v1\n"
+    "kind: Service\n"
+    "metadata:\n"
+    "  name: cache\n"
+    "  namespace: default\n"
+    "  annotations: {pobox.io/lb-policy: maglev, pobox.io/maglev-table-size: \"251\"}\n"
+    "spec:\n"
+    "  clusterIP: 10.96.0.30\n"
+    "  ports: [{port: 6379}]\n"
+    "---\n"
+    "apiVersion: discovery.k8s.io/v1\n"
+    "kind: EndpointSlice\n"
+    "metadata: {name: cache-1, namespace: default, labels: {kubernetes.io/service-name: cache}}\n"
+    "addressType: IPv4\n"
+    "ports: [{port: 6379}]\n"
+    "endpoints: [{addresses: [10.3.0.1]}, {addresses: [10.3.0.2]}, {addresses: [10.3.0.3]}, {addresses: [10.3.0.4]}]\n";
+
+static pobox_mesh *new_mesh_with(const char *doc) {
+  pobox_mesh *mesh = NULL;
+  CHECK_RESULT(pobox_mesh_new(NULL, &mesh), POBOX_OK);
+  CHECK_RESULT(pobox_mesh_apply(mesh, (const uint8_t *)doc, strlen(doc)), POBOX_OK);
+  return mesh;
+}
+
+static pobox_dest *dest_of(const char *text) {
+  pobox_dest *dest = NULL;
+  CHECK_RESULT(pobox_dest_new(text, &dest), POBOX_OK);
+  return dest;
+}
+
+static void test_least_request(void) {
+  pobox_mesh *mesh = new_mesh_with(API);
+  pobox_dest *api = dest_of("api.default:http");
+  pobox_endpoint first, second, third;
+  pobox_request *r1 = NULL, *r2 = NULL, *r3 = NULL;
+  CHECK_RESULT(pobox_mesh_begin(mesh, api, NULL, NULL, 0, &first, &r1), POBOX_OK);
+  CHECK(r1 != NULL);
+  /* Power of two choices over two endpoints compares both: with one
+   * request open on the first, the next goes to the other. */
+  CHECK_RESULT(pobox_mesh_begin(mesh, api, NULL, NULL, 0, &second, &r2), POBOX_OK);
+  CHECK(memcmp(first.addr.ip, second.addr.ip, 4) != 0);
+  pobox_request_finish(r1, false);
+  /* Now the first endpoint is idle and the second busy. */
+  CHECK_RESULT(pobox_mesh_begin(mesh, api, NULL, NULL, 0, &third, &r3), POBOX_OK);
+  CHECK(memcmp(first.addr.ip, third.addr.ip, 4) == 0);
+  pobox_request_finish(r2, false);
+  pobox_request_finish(r3, false);
+  pobox_request_finish(NULL, true); /* a no-op */
+
+  /* Outputs only on success; every pointer checked. */
+  pobox_request *untouched = (pobox_request *)&untouched;
+  pobox_endpoint ep;
+  CHECK_RESULT(pobox_mesh_begin(mesh, api, NULL, NULL, 0, &ep, NULL), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_mesh_begin(mesh, NULL, NULL, NULL, 0, &ep, &untouched), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_mesh_begin(NULL, api, NULL, NULL, 0, &ep, &untouched), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_mesh_begin(mesh, api, NULL, NULL, 4, &ep, &untouched), POBOX_ERR_NULL_ARGUMENT);
+  CHECK(strstr(last_error(), "key") != NULL);
+  pobox_dest *gone = dest_of("nope.default:http");
+  CHECK_RESULT(pobox_mesh_begin(mesh, gone, NULL, NULL, 0, &ep, &untouched), POBOX_ERR_NO_SERVICE);
+  CHECK(untouched == (pobox_request *)&untouched);
+  pobox_dest_free(gone);
+  pobox_dest_free(api);
+  pobox_mesh_free(mesh);
+}
+
+static void test_passive_health(void) {
+  /* Two failed requests to one endpoint eject it: no pick goes there. */
+  pobox_mesh *mesh = new_mesh_with(API);
+  pobox_dest *api = dest_of("api.default:http");
+  pobox_addr bad = v4("10.2.0.2", 8080);
+  int failed = 0;
+  for (int i = 0; i < 100 && failed < 2; i++) {
+    pobox_endpoint ep;
+    pobox_request *r = NULL;
+    CHECK_RESULT(pobox_mesh_begin(mesh, api, NULL, NULL, 0, &ep, &r), POBOX_OK);
+    int is_bad = memcmp(ep.addr.ip, bad.ip, 4) == 0;
+    failed += is_bad;
+    pobox_request_finish(r, is_bad);
+  }
+  CHECK(failed == 2);
+  for (int i = 0; i < 20; i++) {
+    pobox_endpoint ep;
+    CHECK_RESULT(pobox_mesh_pick_key(mesh, api, NULL, NULL, 0, &ep), POBOX_OK);
+    CHECK(memcmp(ep.addr.ip, bad.ip, 4) != 0);
+  }
+  pobox_mesh_free(mesh);
+
+  /* The same through pobox_mesh_report, for connections picked elsewhere. */
+  mesh = new_mesh_with(API);
+  CHECK_RESULT(pobox_mesh_report(mesh, api, &bad, true), POBOX_OK);
+  CHECK_RESULT(pobox_mesh_report(mesh, api, &bad, true), POBOX_OK);
+  for (int i = 0; i < 20; i++) {
+    pobox_endpoint ep;
+    CHECK_RESULT(pobox_mesh_pick_key(mesh, api, NULL, NULL, 0, &ep), POBOX_OK);
+    CHECK(memcmp(ep.addr.ip, bad.ip, 4) != 0);
+  }
+  pobox_addr none;
+  memset(&none, 0, sizeof none);
+  CHECK_RESULT(pobox_mesh_report(mesh, api, &none, true), POBOX_ERR_BAD_ADDRESS);
+  CHECK_RESULT(pobox_mesh_report(mesh, api, NULL, true), POBOX_ERR_NULL_ARGUMENT);
+  pobox_dest *gone = dest_of("nope.default:http");
+  CHECK_RESULT(pobox_mesh_report(mesh, gone, &bad, true), POBOX_ERR_NO_SERVICE);
+  pobox_dest_free(gone);
+  pobox_dest_free(api);
+  pobox_mesh_free(mesh);
+}
+
+static void test_hash_key(void) {
+  pobox_mesh *mesh = new_mesh_with(API);
+  pobox_dest *cache = dest_of("10.96.0.30:6379");
+  pobox_endpoint a, b;
+  const char *key = "user-42";
+  CHECK_RESULT(pobox_mesh_pick_key(mesh, cache, NULL, (const uint8_t *)key, strlen(key), &a), POBOX_OK);
+  for (int i = 0; i < 5; i++) {
+    CHECK_RESULT(pobox_mesh_pick_key(mesh, cache, NULL, (const uint8_t *)key, strlen(key), &b), POBOX_OK);
+    CHECK(memcmp(a.addr.ip, b.addr.ip, 4) == 0);
+  }
+  /* Different keys reach different endpoints. */
+  int seen[4] = {0, 0, 0, 0};
+  for (int k = 0; k < 64; k++) {
+    char other[16];
+    snprintf(other, sizeof other, "user-%d", k);
+    CHECK_RESULT(pobox_mesh_pick_key(mesh, cache, NULL, (const uint8_t *)other, strlen(other), &b), POBOX_OK);
+    CHECK(b.addr.ip[0] == 10 && b.addr.ip[1] == 3 && b.addr.ip[2] == 0);
+    if (b.addr.ip[3] >= 1 && b.addr.ip[3] <= 4) seen[b.addr.ip[3] - 1] = 1;
+  }
+  CHECK(seen[0] + seen[1] + seen[2] + seen[3] >= 3);
+  /* With no key, the client IP is the key. */
+  pobox_addr client = v4("192.0.2.7", 0);
+  CHECK_RESULT(pobox_mesh_pick_key(mesh, cache, &client, NULL, 0, &a), POBOX_OK);
+  CHECK_RESULT(pobox_mesh_pick_addr(mesh, &(pobox_addr){.family = POBOX_FAMILY_IPV4, .port = 6379, .ip = {10, 96, 0, 30}}, &client, &b), POBOX_OK);
+  CHECK(memcmp(a.addr.ip, b.addr.ip, 4) == 0);
+  pobox_endpoint untouched;
+  memset(&untouched, 0x5a, sizeof untouched);
+  b = untouched;
+  CHECK_RESULT(pobox_mesh_pick_key(mesh, cache, NULL, NULL, 3, &b), POBOX_ERR_NULL_ARGUMENT);
+  CHECK(memcmp(&b, &untouched, sizeof b) == 0);
+  pobox_dest_free(cache);
+  pobox_mesh_free(mesh);
+}
+
+static void test_lookup(void) {
+  pobox_mesh *mesh = new_mesh_with_web();
+  char out[512];
+  size_t written = 0;
+  uint16_t rcode = 99;
+  CHECK_RESULT(pobox_mesh_lookup(mesh, "web.default.svc.cluster.local", NULL, NULL, out, sizeof out, &written, &rcode), POBOX_OK);
+  CHECK(rcode == POBOX_DNS_NOERROR);
+  CHECK(strcmp(out, "web.default.svc.cluster.local.\t5\tIN\tA\t10.96.0.10\n") == 0);
+  CHECK(written == strlen(out) + 1);
+  /* A short name, expanded with a pod's search path in its namespace. */
+  CHECK_RESULT(pobox_mesh_lookup(mesh, "web", "a", "default", out, sizeof out, &written, &rcode), POBOX_OK);
+  CHECK(strstr(out, "10.96.0.10") != NULL);
+  CHECK_RESULT(pobox_mesh_lookup(mesh, "_http._tcp.web.default.svc.cluster.local", "SRV", NULL, out, sizeof out, &written, &rcode), POBOX_OK);
+  CHECK(strstr(out, "\tSRV\t") != NULL && strstr(out, " 80 web.default.svc.cluster.local.") != NULL);
+  CHECK_RESULT(pobox_mesh_lookup(mesh, "nope.default.svc.cluster.local", "A", NULL, out, sizeof out, &written, &rcode), POBOX_OK);
+  CHECK(rcode == POBOX_DNS_NXDOMAIN);
+  CHECK(strcmp(out, "") == 0 && written == 1);
+  CHECK_RESULT(pobox_mesh_lookup(mesh, "example.com", "A", NULL, out, sizeof out, &written, &rcode), POBOX_OK);
+  CHECK(rcode == POBOX_DNS_REFUSED);
+  /* Bad arguments, and a buffer too small: nothing written but the size. */
+  rcode = 99;
+  CHECK_RESULT(pobox_mesh_lookup(mesh, "web.default.svc.cluster.local", "BOGUS", NULL, out, sizeof out, &written, &rcode), POBOX_ERR_BAD_ARGUMENT);
+  CHECK(strstr(last_error(), "BOGUS") != NULL);
+  char small[8];
+  memset(small, 'x', sizeof small);
+  CHECK_RESULT(pobox_mesh_lookup(mesh, "web.default.svc.cluster.local", NULL, NULL, small, sizeof small, &written, &rcode), POBOX_ERR_BUFFER_TOO_SMALL);
+  CHECK(written == strlen("web.default.svc.cluster.local.\t5\tIN\tA\t10.96.0.10\n") + 1);
+  CHECK(rcode == 99);
+  for (size_t i = 0; i < sizeof small; i++) CHECK(small[i] == 'x');
+  CHECK_RESULT(pobox_mesh_lookup(mesh, NULL, NULL, NULL, out, sizeof out, &written, &rcode), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_mesh_lookup(mesh, "web", NULL, NULL, out, sizeof out, &written, NULL), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_mesh_lookup(NULL, "web", NULL, NULL, out, sizeof out, &written, &rcode), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_mesh_lookup(mesh, "web\xff", NULL, NULL, out, sizeof out, &written, &rcode), POBOX_ERR_INVALID_UTF8);
+  CHECK(strcmp(pobox_result_name(POBOX_ERR_BAD_ARGUMENT), "POBOX_ERR_BAD_ARGUMENT") == 0);
+  pobox_mesh_free(mesh);
+}
+
 int main(void) {
   test_new_and_free();
   test_pick_text();
@@ -464,6 +666,10 @@ int main(void) {
   test_endpoints();
   test_last_error_and_names();
   test_threads();
+  test_least_request();
+  test_passive_health();
+  test_hash_key();
+  test_lookup();
   printf("%d passed, %d failed\n", checks - failures, failures);
   return failures == 0 ? 0 : 1;
 }
