@@ -60,7 +60,8 @@ fn bench(c: &mut Criterion) {
     });
     let settings = Settings::parse(config.to_string().as_bytes()).unwrap();
     let router = Router::new(settings, Arc::new(ManualClock::new())).unwrap();
-    let client = Some("127.0.0.9".parse().unwrap());
+    let ip: std::net::IpAddr = "127.0.0.9".parse().unwrap();
+    let client = Some(ip);
     let headers = |authority: &str| {
         Map(vec![
             (":method".into(), "GET".into()),
@@ -89,6 +90,11 @@ fn bench(c: &mut Criterion) {
             )
         });
     }
+    // The core's share: the same pick without any header work.
+    let dest: pobox::Destination = "svc-500.default:80".parse().unwrap();
+    group.bench_function("core_pick_only", |b| {
+        b.iter(|| black_box(router.mesh().pick(&dest, &pobox::Client::new().ip(ip))))
+    });
     group.finish();
 }
 

@@ -6,6 +6,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use pobox::{Client, Clock, Destination, Mesh, PickError, Request};
@@ -46,7 +47,7 @@ pub enum Routed {
 pub struct Router {
     mesh: Mesh,
     settings: Settings,
-    destinations: RefCell<HashMap<String, Result<Destination, PickError>>>,
+    destinations: RefCell<HashMap<String, Rc<Result<Destination, PickError>>>>,
 }
 
 impl Router {
@@ -93,9 +94,10 @@ impl Router {
                 .get("cookie")
                 .and_then(|cookies| cookie(&cookies, name).map(str::to_owned)),
         };
-        let dest = match self.destination(&authority) {
+        let dest = self.destination(&authority);
+        let dest = match &*dest {
             Ok(dest) => dest,
-            Err(e) => return Routed::NoRoute(e),
+            Err(e) => return Routed::NoRoute(e.clone()),
         };
         let mut client = Client::new();
         if let Some(ip) = source {
@@ -107,7 +109,7 @@ impl Router {
         if let Some(ns) = &self.settings.namespace {
             client = client.namespace(ns);
         }
-        match self.mesh.begin(&dest, &client) {
+        match self.mesh.begin(dest, &client) {
             Ok(request) => {
                 headers.set(&self.settings.header, &request.addr().to_string());
                 Routed::Endpoint(request)
@@ -116,11 +118,11 @@ impl Router {
         }
     }
 
-    fn destination(&self, authority: &str) -> Result<Destination, PickError> {
+    fn destination(&self, authority: &str) -> Rc<Result<Destination, PickError>> {
         if let Some(hit) = self.destinations.borrow().get(authority) {
             return hit.clone();
         }
-        let parsed = if authority.is_empty() {
+        let parsed = Rc::new(if authority.is_empty() {
             Err(PickError::BadDestination {
                 destination: String::new(),
                 reason: "the request has no :authority (Host)".into(),
@@ -129,7 +131,7 @@ impl Router {
             Destination::parse(authority)
         } else {
             Destination::parse(&format!("{authority}:{DEFAULT_PORT}"))
-        };
+        });
         let mut cache = self.destinations.borrow_mut();
         if cache.len() >= DESTINATION_CACHE_ENTRIES {
             cache.clear();
