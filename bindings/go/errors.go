@@ -69,6 +69,7 @@ var (
 	ErrBadAddress           = &Error{Code: C.POBOX_ERR_BAD_ADDRESS}
 	ErrBufferTooSmall       = &Error{Code: C.POBOX_ERR_BUFFER_TOO_SMALL}
 	ErrOther                = &Error{Code: C.POBOX_ERR_OTHER}
+	ErrBadArgument          = &Error{Code: C.POBOX_ERR_BAD_ARGUMENT}
 	ErrClosed         error = fmt.Errorf("pobox: the mesh is closed")
 )
 
