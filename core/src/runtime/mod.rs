@@ -353,3 +353,72 @@ impl Drop for Proxy {
         self.phase.send_replace(Phase::Closed);
     }
 }
+
+// === StandaloneProxy ===
+
+/// A [`Proxy`] on a tokio runtime of its own, for hosts without one: a
+/// synchronous program, or C and Go through the C ABI.
+///
+/// Its methods block; do not call them (or drop it) from async code.
+#[derive(Debug)]
+pub struct StandaloneProxy {
+    proxy: Option<Proxy>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl StandaloneProxy {
+    /// Starts a runtime with `worker_threads` threads (at least 1), named
+    /// `pobox-proxy`, and the proxy on it; see [`Proxy::start`].
+    pub fn start(
+        mesh: Mesh,
+        listens: impl IntoIterator<Item = Listen>,
+        config: ProxyConfig,
+        worker_threads: usize,
+    ) -> io::Result<StandaloneProxy> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(worker_threads.max(1))
+            .thread_name("pobox-proxy")
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let proxy = runtime.block_on(Proxy::start(mesh, listens, config))?;
+        Ok(StandaloneProxy {
+            proxy: Some(proxy),
+            runtime: Some(runtime),
+        })
+    }
+
+    fn proxy(&self) -> &Proxy {
+        self.proxy.as_ref().expect("a running proxy until stopped")
+    }
+
+    /// See [`Proxy::local_addrs`].
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.proxy().local_addrs()
+    }
+
+    /// See [`Proxy::metrics`].
+    pub fn metrics(&self) -> Metrics {
+        self.proxy().metrics()
+    }
+
+    /// Shuts the proxy down as [`Proxy::shutdown`] does, then stops the
+    /// runtime and its threads.
+    pub fn stop(mut self, grace: Duration) {
+        self.stop_now(grace);
+    }
+
+    fn stop_now(&mut self, grace: Duration) {
+        if let (Some(proxy), Some(runtime)) = (self.proxy.take(), self.runtime.take()) {
+            runtime.block_on(proxy.shutdown(grace));
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+impl Drop for StandaloneProxy {
+    /// Stops at once: open connections are closed.
+    fn drop(&mut self) {
+        self.stop_now(Duration::ZERO);
+    }
+}

@@ -454,3 +454,31 @@ async fn a_rolling_update_under_wrk_load_loses_no_request() {
         .sum();
     assert!(new_connections > 0, "{after:?}");
 }
+
+#[test]
+fn a_standalone_proxy_runs_on_threads_of_its_own() {
+    let backends_rt = tokio::runtime::Runtime::new().unwrap();
+    let backends = backends_rt.block_on(Backends::start(2));
+    let mesh = backends.mesh(json!({}));
+    let proxy = pobox::runtime::StandaloneProxy::start(
+        mesh,
+        ["127.0.0.1:0=web.default:80".parse().unwrap()],
+        ProxyConfig::new(),
+        2,
+    )
+    .unwrap();
+    let addr = proxy.local_addrs()[0];
+    let names: Vec<String> = (0..4).map(|_| std_ask(addr)).collect();
+    assert_eq!(counts(&names).len(), 2, "{names:?}");
+    assert_eq!(proxy.metrics().listeners[0].accepted, 4);
+    let (mut held, _) = std_hold(addr);
+    proxy.stop(Duration::ZERO);
+    assert!(
+        std_request(&mut held).is_err(),
+        "stop closes open connections"
+    );
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "and the listener"
+    );
+}
