@@ -244,6 +244,8 @@ async fn connection(
     stats.connections.fetch_add(1, Ordering::Relaxed);
     let mut drain = stats.drain.subscribe();
     let outcome = tokio::select! {
+        // The relay first: it is the branch that is ready on almost every wake.
+        biased;
         relayed = relay(&mut stream, &mut upstream, config.buffer_size, &stats.sent, &stats.received) => {
             match relayed {
                 Err(RelayError::Upstream) => Outcome::Failure,
