@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// The first buffer of each direction. A buffer that a read fills grows
 /// fourfold, up to the configured size: an idle connection holds two small
 /// buffers, a bulk transfer gets the large ones.
-const FIRST_BUFFER: usize = 2048;
+const FIRST_BUFFER: usize = 512;
 
 /// Which side of a relay failed.
 #[derive(Debug)]

@@ -482,3 +482,29 @@ fn a_standalone_proxy_runs_on_threads_of_its_own() {
         "and the listener"
     );
 }
+
+#[tokio::test]
+async fn a_listener_on_the_services_own_vip_forwards_to_it() {
+    let backends = Backends::start(2).await;
+    // A cluster IP on loopback, with a port free there.
+    let vip: std::net::IpAddr = "127.0.0.77".parse().unwrap();
+    let port = std::net::TcpListener::bind((vip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mesh = backends.mesh_with_vip(vip, port);
+    let listens = Listen::vips(&mesh.snapshot(), "default", "web");
+    assert_eq!(listens.len(), 1);
+    assert_eq!(listens[0].addr, SocketAddr::new(vip, port));
+    let proxy = Proxy::start(mesh.clone(), listens, ProxyConfig::new())
+        .await
+        .unwrap();
+    let names = [
+        ask(proxy.local_addrs()[0]).await,
+        ask(SocketAddr::new(vip, port)).await,
+    ];
+    let mut sorted = names.to_vec();
+    sorted.sort();
+    assert_eq!(sorted, backends.names(), "round robin through the VIP");
+}

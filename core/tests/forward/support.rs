@@ -115,6 +115,18 @@ impl Backends {
         mesh
     }
 
+    /// The Service on cluster IP `vip`, port `port`, and these backends.
+    pub fn mesh_with_vip(&self, vip: std::net::IpAddr, port: u16) -> Mesh {
+        let mesh = Mesh::new(MeshConfig::new()).unwrap();
+        let service = json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"clusterIP": vip.to_string(),
+                     "ports": [{"name": "http", "port": port, "targetPort": "http"}]}});
+        mesh.apply(&serde_json::to_vec(&service).unwrap()).unwrap();
+        mesh.apply(&self.slices(Condition::Ready)).unwrap();
+        mesh
+    }
+
     /// The Service, these backends, and one more endpoint at `extra`.
     pub fn mesh_plus(&self, annotations: Value, extra: SocketAddr) -> Mesh {
         let mesh = self.mesh(annotations);
