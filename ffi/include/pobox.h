@@ -525,6 +525,8 @@ enum pobox_result pobox_proxy_start(const struct pobox_mesh *mesh,
  * `POBOX_ERR_BUFFER_TOO_SMALL`, `*written` is the size needed (it may
  * grow by the next call).
  *
+ * Ownership: `out` and `written` are the caller's; nothing is kept.
+ *
  * Thread safety: may run on many threads at once.
  */
 enum pobox_result pobox_proxy_metrics(const struct pobox_proxy *proxy,

@@ -1088,6 +1088,8 @@ pub unsafe extern "C" fn pobox_proxy_start(
 /// `POBOX_ERR_BUFFER_TOO_SMALL`, `*written` is the size needed (it may
 /// grow by the next call).
 ///
+/// Ownership: `out` and `written` are the caller's; nothing is kept.
+///
 /// Thread safety: may run on many threads at once.
 #[no_mangle]
 pub unsafe extern "C" fn pobox_proxy_metrics(
