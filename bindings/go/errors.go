@@ -70,7 +70,9 @@ var (
 	ErrBufferTooSmall       = &Error{Code: C.POBOX_ERR_BUFFER_TOO_SMALL}
 	ErrOther                = &Error{Code: C.POBOX_ERR_OTHER}
 	ErrBadArgument          = &Error{Code: C.POBOX_ERR_BAD_ARGUMENT}
+	ErrIO                   = &Error{Code: C.POBOX_ERR_IO}
 	ErrClosed         error = fmt.Errorf("pobox: the mesh is closed")
+	ErrProxyStopped   error = fmt.Errorf("pobox: the proxy is stopped")
 )
 
 // BatchFailure is one pick of a batch that failed.

@@ -49,6 +49,8 @@ mod mesh;
 mod model;
 mod parse;
 mod policy;
+#[cfg(feature = "runtime")]
+pub mod runtime;
 mod select;
 mod shard;
 mod snapshot;

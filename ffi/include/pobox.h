@@ -139,8 +139,9 @@ typedef enum pobox_result {
    */
   POBOX_ERR_PANIC = 4,
   /**
-   * The mesh options are not valid (bad JSON, unknown field, bad node
-   * name, IP or cluster domain).
+   * The options are not valid: mesh options (bad JSON, unknown field,
+   * bad node name, IP or cluster domain) or proxy options (bad JSON,
+   * unknown field, bad listener).
    */
   POBOX_ERR_CONFIG = 5,
   /**
@@ -195,6 +196,11 @@ typedef enum pobox_result {
    * type that does not exist); the message names it.
    */
   POBOX_ERR_BAD_ARGUMENT = 17,
+  /**
+   * The operating system refused a socket or thread: an address in use
+   * or not local, no permission, too many open files.
+   */
+  POBOX_ERR_IO = 18,
 } pobox_result;
 
 /**
@@ -218,6 +224,17 @@ typedef struct pobox_dest pobox_dest;
  * which must be the last call on it.
  */
 typedef struct pobox_mesh pobox_mesh;
+
+/**
+ * A running L4 forwarder (pobox's tokio runtime, on threads of its own):
+ * listeners that forward each TCP connection to an endpoint the mesh picks.
+ * Start it with `pobox_proxy_start`, stop and free it with
+ * `pobox_proxy_stop` (or `pobox_proxy_free`).
+ *
+ * Thread safety: `pobox_proxy_metrics` may run on many threads at once;
+ * `pobox_proxy_stop` and `pobox_proxy_free` must be the last call on it.
+ */
+typedef struct pobox_proxy pobox_proxy;
 
 /**
  * A request started by `pobox_mesh_begin`: its endpoint counts it in
@@ -594,6 +611,78 @@ enum pobox_result pobox_mesh_lookup(const struct pobox_mesh *mesh,
                                     size_t out_len,
                                     size_t *written,
                                     uint16_t *rcode_out);
+
+/**
+ * Starts an L4 forwarder on threads of its own: each TCP connection
+ * accepted on a listener goes to an endpoint `mesh` picks for its
+ * destination (with the client's IP for affinity and hashing), failing
+ * over to another endpoint when a connect is refused or times out. It
+ * follows the mesh: applies and deletes take effect for new connections,
+ * and connections to endpoints that leave (terminating, removed) drain.
+ *
+ * `options_json` is a JSON object:
+ * `{"listen":["127.0.0.1:15001=web.default:80"]}` with optional
+ * `"threads"` (default 1), `"connectTimeoutMs"` (2000),
+ * `"connectAttempts"` (3), `"drainTimeoutMs"` (none: draining
+ * connections run until they close), `"maxConnections"` per listener
+ * (10000), `"bufferSize"` (16384). A listener is `ADDR=DEST`, or `ADDR`
+ * alone for a Service address this host owns; port 0 takes a free port
+ * (read it from `pobox_proxy_metrics`). Bad options give
+ * `POBOX_ERR_CONFIG`; an address that cannot be bound `POBOX_ERR_IO`, and
+ * then nothing runs.
+ *
+ * Ownership: on `POBOX_OK`, `*proxy_out` is a new proxy the caller owns
+ * and stops with `pobox_proxy_stop`; otherwise it is left unchanged. The
+ * proxy holds its own reference to the mesh's state: the mesh may be
+ * freed first, and applies to it still reach the proxy until then.
+ *
+ * Thread safety: may be called from any thread, except from inside a
+ * tokio runtime.
+ */
+enum pobox_result pobox_proxy_start(const struct pobox_mesh *mesh,
+                                    const char *options_json,
+                                    struct pobox_proxy **proxy_out);
+
+/**
+ * Writes the proxy's counters as JSON and a NUL into `out`: per listener
+ * its address (`listen`, with the port chosen for port 0), `destination`,
+ * `accepted`, `active`, `rejected` (over the connection limit), `failed`
+ * (no endpoint reachable), and per endpoint `addr`, `active`,
+ * `connections`, `connect_failures`, `bytes_sent`, `bytes_received`,
+ * `drained`, `draining`. Same buffer rules as `pobox_mesh_pick`: on
+ * `POBOX_ERR_BUFFER_TOO_SMALL`, `*written` is the size needed (it may
+ * grow by the next call).
+ *
+ * Ownership: `out` and `written` are the caller's; nothing is kept.
+ *
+ * Thread safety: may run on many threads at once.
+ */
+enum pobox_result pobox_proxy_metrics(const struct pobox_proxy *proxy,
+                                      char *out,
+                                      size_t out_len,
+                                      size_t *written);
+
+/**
+ * Stops a proxy and frees it: its listeners close at once, open
+ * connections get up to `grace_ms` milliseconds to finish, then the rest
+ * are closed and its threads end. Returns when all that is done. NULL does
+ * nothing.
+ *
+ * Ownership: takes back a proxy from `pobox_proxy_start`; the pointer must
+ * not be used again.
+ *
+ * Thread safety: must not run while another call uses the same proxy, nor
+ * from inside a tokio runtime.
+ */
+void pobox_proxy_stop(struct pobox_proxy *proxy, uint32_t grace_ms);
+
+/**
+ * Stops a proxy at once (`pobox_proxy_stop` with no grace) and frees it.
+ * NULL does nothing.
+ *
+ * Ownership and thread safety: as `pobox_proxy_stop`.
+ */
+void pobox_proxy_free(struct pobox_proxy *proxy);
 
 /**
  * Copies the message of the last failed call on this thread (empty when

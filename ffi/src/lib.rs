@@ -27,6 +27,7 @@ use std::ffi::{c_char, CStr};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use pobox::runtime::{Listen, ProxyConfig, StandaloneProxy};
 use pobox::{
     Client, Destination, Error, Kind, Mesh, MeshConfig, Outcome, PickError, Protocol, Rcode,
     RecordType, Snapshot,
@@ -50,8 +51,9 @@ pub enum pobox_result {
     POBOX_ERR_BUFFER_TOO_SMALL = 3,
     /// pobox panicked (a bug); the call did nothing. The mesh is still usable.
     POBOX_ERR_PANIC = 4,
-    /// The mesh options are not valid (bad JSON, unknown field, bad node
-    /// name, IP or cluster domain).
+    /// The options are not valid: mesh options (bad JSON, unknown field,
+    /// bad node name, IP or cluster domain) or proxy options (bad JSON,
+    /// unknown field, bad listener).
     POBOX_ERR_CONFIG = 5,
     /// The document is not JSON or YAML.
     POBOX_ERR_SYNTAX = 6,
@@ -81,6 +83,9 @@ pub enum pobox_result {
     /// An argument is outside what the function accepts (say, a DNS record
     /// type that does not exist); the message names it.
     POBOX_ERR_BAD_ARGUMENT = 17,
+    /// The operating system refused a socket or thread: an address in use
+    /// or not local, no permission, too many open files.
+    POBOX_ERR_IO = 18,
 }
 
 use pobox_result::*;
@@ -289,6 +294,21 @@ pub struct pobox_dest {
 
 impl Castable for pobox_dest {
     type RustType = Destination;
+}
+
+/// A running L4 forwarder (pobox's tokio runtime, on threads of its own):
+/// listeners that forward each TCP connection to an endpoint the mesh picks.
+/// Start it with `pobox_proxy_start`, stop and free it with
+/// `pobox_proxy_stop` (or `pobox_proxy_free`).
+///
+/// Thread safety: `pobox_proxy_metrics` may run on many threads at once;
+/// `pobox_proxy_stop` and `pobox_proxy_free` must be the last call on it.
+pub struct pobox_proxy {
+    _private: [u8; 0],
+}
+
+impl Castable for pobox_proxy {
+    type RustType = StandaloneProxy;
 }
 
 // === argument conversion ===
@@ -1207,6 +1227,172 @@ pub unsafe extern "C" fn pobox_mesh_lookup(
     }
 }
 
+// === the forwarder ===
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ProxyOptions {
+    listen: Vec<String>,
+    #[serde(default)]
+    threads: Option<usize>,
+    #[serde(default)]
+    connect_timeout_ms: Option<u64>,
+    #[serde(default)]
+    connect_attempts: Option<u32>,
+    #[serde(default)]
+    drain_timeout_ms: Option<u64>,
+    #[serde(default)]
+    max_connections: Option<usize>,
+    #[serde(default)]
+    buffer_size: Option<usize>,
+}
+
+fn proxy_from_json(json: &str) -> Result<(Vec<Listen>, ProxyConfig, usize), Failure> {
+    let bad = |message: String| Failure::new(POBOX_ERR_CONFIG, message);
+    let options: ProxyOptions =
+        serde_json::from_str(json).map_err(|e| bad(format!("proxy options: {e}")))?;
+    if options.listen.is_empty() {
+        return Err(bad(
+            "proxy options: listen: give at least one \"ADDR=DEST\"".to_owned(),
+        ));
+    }
+    let listens = options
+        .listen
+        .iter()
+        .map(|l| Listen::parse(l).map_err(|e| bad(format!("proxy options: listen: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut config = ProxyConfig::new();
+    if let Some(ms) = options.connect_timeout_ms {
+        config = config.connect_timeout(std::time::Duration::from_millis(ms));
+    }
+    if let Some(n) = options.connect_attempts {
+        config = config.connect_attempts(n);
+    }
+    if let Some(ms) = options.drain_timeout_ms {
+        config = config.drain_timeout(Some(std::time::Duration::from_millis(ms)));
+    }
+    if let Some(n) = options.max_connections {
+        config = config.max_connections(n);
+    }
+    if let Some(n) = options.buffer_size {
+        config = config.buffer_size(n);
+    }
+    Ok((listens, config, options.threads.unwrap_or(1)))
+}
+
+/// Starts an L4 forwarder on threads of its own: each TCP connection
+/// accepted on a listener goes to an endpoint `mesh` picks for its
+/// destination (with the client's IP for affinity and hashing), failing
+/// over to another endpoint when a connect is refused or times out. It
+/// follows the mesh: applies and deletes take effect for new connections,
+/// and connections to endpoints that leave (terminating, removed) drain.
+///
+/// `options_json` is a JSON object:
+/// `{"listen":["127.0.0.1:15001=web.default:80"]}` with optional
+/// `"threads"` (default 1), `"connectTimeoutMs"` (2000),
+/// `"connectAttempts"` (3), `"drainTimeoutMs"` (none: draining
+/// connections run until they close), `"maxConnections"` per listener
+/// (10000), `"bufferSize"` (16384). A listener is `ADDR=DEST`, or `ADDR`
+/// alone for a Service address this host owns; port 0 takes a free port
+/// (read it from `pobox_proxy_metrics`). Bad options give
+/// `POBOX_ERR_CONFIG`; an address that cannot be bound `POBOX_ERR_IO`, and
+/// then nothing runs.
+///
+/// Ownership: on `POBOX_OK`, `*proxy_out` is a new proxy the caller owns
+/// and stops with `pobox_proxy_stop`; otherwise it is left unchanged. The
+/// proxy holds its own reference to the mesh's state: the mesh may be
+/// freed first, and applies to it still reach the proxy until then.
+///
+/// Thread safety: may be called from any thread, except from inside a
+/// tokio runtime.
+#[no_mangle]
+pub unsafe extern "C" fn pobox_proxy_start(
+    mesh: *const pobox_mesh,
+    options_json: *const c_char,
+    proxy_out: *mut *mut pobox_proxy,
+) -> pobox_result {
+    ffi_panic_boundary! {
+        // SAFETY: the caller promises mesh is NULL or a live mesh.
+        let mesh = unsafe { try_ref(mesh, "mesh") }?;
+        // SAFETY: the caller promises a NUL-terminated string (or NULL).
+        let options = unsafe { c_str(options_json, "options_json") }?;
+        // SAFETY: the caller promises proxy_out is NULL or writable.
+        let proxy_out = unsafe { out_ref(proxy_out, "proxy_out") }?;
+        let (listens, config, threads) = proxy_from_json(options)?;
+        let proxy = StandaloneProxy::start(mesh.clone(), listens, config, threads)
+            .map_err(|e| Failure::new(POBOX_ERR_IO, e.to_string()))?;
+        *proxy_out = to_boxed_ptr::<pobox_proxy>(proxy);
+        Ok(())
+    }
+}
+
+/// Writes the proxy's counters as JSON and a NUL into `out`: per listener
+/// its address (`listen`, with the port chosen for port 0), `destination`,
+/// `accepted`, `active`, `rejected` (over the connection limit), `failed`
+/// (no endpoint reachable), and per endpoint `addr`, `active`,
+/// `connections`, `connect_failures`, `bytes_sent`, `bytes_received`,
+/// `drained`, `draining`. Same buffer rules as `pobox_mesh_pick`: on
+/// `POBOX_ERR_BUFFER_TOO_SMALL`, `*written` is the size needed (it may
+/// grow by the next call).
+///
+/// Ownership: `out` and `written` are the caller's; nothing is kept.
+///
+/// Thread safety: may run on many threads at once.
+#[no_mangle]
+pub unsafe extern "C" fn pobox_proxy_metrics(
+    proxy: *const pobox_proxy,
+    out: *mut c_char,
+    out_len: usize,
+    written: *mut usize,
+) -> pobox_result {
+    ffi_panic_boundary! {
+        // SAFETY: the caller promises proxy is NULL or a live proxy.
+        let proxy = unsafe { try_ref(proxy, "proxy") }?;
+        // SAFETY: the caller promises out has out_len writable bytes.
+        let out = unsafe { c_slice_mut(out.cast::<u8>(), out_len, "out") }?;
+        // SAFETY: the caller promises written is NULL or writable.
+        let written = unsafe { out_ref(written, "written") }?;
+        let json = serde_json::to_string(&proxy.metrics())
+            .map_err(|e| Failure::new(POBOX_ERR_OTHER, e.to_string()))?;
+        write_text(&json, out, written)
+    }
+}
+
+/// Stops a proxy and frees it: its listeners close at once, open
+/// connections get up to `grace_ms` milliseconds to finish, then the rest
+/// are closed and its threads end. Returns when all that is done. NULL does
+/// nothing.
+///
+/// Ownership: takes back a proxy from `pobox_proxy_start`; the pointer must
+/// not be used again.
+///
+/// Thread safety: must not run while another call uses the same proxy, nor
+/// from inside a tokio runtime.
+#[no_mangle]
+pub unsafe extern "C" fn pobox_proxy_stop(proxy: *mut pobox_proxy, grace_ms: u32) {
+    ffi_panic_boundary! {
+        if !proxy.is_null() {
+            // SAFETY: not NULL; the caller promises a live proxy from
+            // pobox_proxy_start, given up here.
+            let proxy = unsafe { Box::from_raw(proxy.cast::<StandaloneProxy>()) };
+            proxy.stop(std::time::Duration::from_millis(grace_ms.into()));
+        }
+    }
+}
+
+/// Stops a proxy at once (`pobox_proxy_stop` with no grace) and frees it.
+/// NULL does nothing.
+///
+/// Ownership and thread safety: as `pobox_proxy_stop`.
+#[no_mangle]
+pub unsafe extern "C" fn pobox_proxy_free(proxy: *mut pobox_proxy) {
+    ffi_panic_boundary! {
+        // SAFETY: the caller promises proxy is NULL or a live proxy from
+        // pobox_proxy_start, freed once, with no call using it concurrently.
+        unsafe { free_box(proxy) }
+    }
+}
+
 /// Copies the message of the last failed call on this thread (empty when
 /// none failed yet) with a NUL into `out`, and its size, NUL included, into
 /// `*written`. Same buffer rules as `pobox_mesh_pick`: on
@@ -1268,6 +1454,7 @@ pub extern "C" fn pobox_result_name(result: u32) -> *const c_char {
             15 => c"POBOX_ERR_BAD_ADDRESS",
             16 => c"POBOX_ERR_OTHER",
             17 => c"POBOX_ERR_BAD_ARGUMENT",
+            18 => c"POBOX_ERR_IO",
             _ => c"POBOX_ERR_UNKNOWN",
         };
         name.as_ptr()
@@ -1295,6 +1482,7 @@ mod tests {
             (POBOX_ERR_BUFFER_TOO_SMALL, "POBOX_ERR_BUFFER_TOO_SMALL"),
             (POBOX_ERR_OTHER, "POBOX_ERR_OTHER"),
             (POBOX_ERR_BAD_ARGUMENT, "POBOX_ERR_BAD_ARGUMENT"),
+            (POBOX_ERR_IO, "POBOX_ERR_IO"),
         ] {
             // SAFETY: pobox_result_name returns a static NUL-terminated string.
             let got = unsafe { CStr::from_ptr(pobox_result_name(code as u32)) };

@@ -3,14 +3,19 @@
  * the installed header, run under AddressSanitizer and under valgrind by
  * scripts/test. Each test is a function; CHECK failures print and count.
  */
+#define _POSIX_C_SOURCE 200809L /* sockets, for the forwarder's test */
+
 #include <pobox.h>
 #include <pobox.h> /* included twice on purpose: the guard must hold */
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 static int failures = 0;
 static int checks = 0;
@@ -657,6 +662,151 @@ static void test_lookup(void) {
   pobox_mesh_free(mesh);
 }
 
+/* === the forwarder === */
+
+/* A backend on 127.0.0.1: answers `connections` connections with its name,
+ * then closes its socket. */
+struct backend {
+  int fd;
+  uint16_t port;
+  int connections;
+  pthread_t thread;
+};
+
+static void *backend_loop(void *arg) {
+  struct backend *b = arg;
+  for (int i = 0; i < b->connections; i++) {
+    int c = accept(b->fd, NULL, NULL);
+    if (c < 0) break;
+    ssize_t n = write(c, "c-backend", 9);
+    (void)n;
+    close(c);
+  }
+  close(b->fd);
+  return NULL;
+}
+
+static void backend_start(struct backend *b, int connections) {
+  struct sockaddr_in sa;
+  socklen_t len = sizeof sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  b->fd = socket(AF_INET, SOCK_STREAM, 0);
+  CHECK(b->fd >= 0);
+  CHECK(bind(b->fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+  CHECK(listen(b->fd, 16) == 0);
+  CHECK(getsockname(b->fd, (struct sockaddr *)&sa, &len) == 0);
+  b->port = ntohs(sa.sin_port);
+  b->connections = connections;
+  CHECK(pthread_create(&b->thread, NULL, backend_loop, b) == 0);
+}
+
+/* Connects to 127.0.0.1:port and reads until the peer closes. */
+static void read_all(uint16_t port, char *out, size_t len) {
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  sa.sin_port = htons(port);
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  size_t at = 0;
+  out[0] = 0;
+  CHECK(fd >= 0);
+  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
+    ssize_t n;
+    while (at + 1 < len && (n = read(fd, out + at, len - 1 - at)) > 0) at += (size_t)n;
+  }
+  out[at] = 0;
+  close(fd);
+}
+
+/* The metrics JSON, in a buffer the caller frees. */
+static char *metrics(const pobox_proxy *proxy) {
+  size_t needed = 0, written = 0;
+  char small[4];
+  CHECK_RESULT(pobox_proxy_metrics(proxy, small, sizeof small, &needed),
+               POBOX_ERR_BUFFER_TOO_SMALL);
+  needed += 256; /* counters may grow between the two calls */
+  char *json = malloc(needed);
+  CHECK_RESULT(pobox_proxy_metrics(proxy, json, needed, &written), POBOX_OK);
+  CHECK(written == strlen(json) + 1);
+  return json;
+}
+
+static void test_proxy(void) {
+  struct backend b;
+  backend_start(&b, 2);
+  char doc[1024];
+  snprintf(doc, sizeof doc,
+           "{\"apiVersion\":\"v1\",\"kind\":\"List\",\"items\":["
+           "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"web\","
+           "\"namespace\":\"default\"},\"spec\":{\"clusterIP\":\"10.96.0.10\","
+           "\"ports\":[{\"port\":80,\"targetPort\":%u}]}},"
+           "{\"apiVersion\":\"discovery.k8s.io/v1\",\"kind\":\"EndpointSlice\","
+           "\"metadata\":{\"name\":\"web-1\",\"namespace\":\"default\",\"labels\":"
+           "{\"kubernetes.io/service-name\":\"web\"}},\"addressType\":\"IPv4\","
+           "\"ports\":[{\"port\":%u}],\"endpoints\":[{\"addresses\":[\"127.0.0.1\"]}]}]}",
+           b.port, b.port);
+  pobox_mesh *mesh = NULL;
+  CHECK_RESULT(pobox_mesh_new(NULL, &mesh), POBOX_OK);
+  CHECK_RESULT(pobox_mesh_apply(mesh, (const uint8_t *)doc, strlen(doc)), POBOX_OK);
+
+  pobox_proxy *proxy = NULL;
+  CHECK_RESULT(pobox_proxy_start(NULL, "{\"listen\":[]}", &proxy), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_proxy_start(mesh, NULL, &proxy), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_proxy_start(mesh, "{\"listen\":[]}", &proxy), POBOX_ERR_CONFIG);
+  CHECK_RESULT(pobox_proxy_start(mesh, "{\"listen\":[\"nowhere=web\"]}", &proxy),
+               POBOX_ERR_CONFIG);
+  CHECK(strstr(last_error(), "nowhere") != NULL);
+  CHECK_RESULT(pobox_proxy_start(mesh, "{\"listen\":[\"127.0.0.1:0=web:80\"],\"bogus\":1}",
+                                 &proxy),
+               POBOX_ERR_CONFIG);
+  char taken[128];
+  snprintf(taken, sizeof taken, "{\"listen\":[\"127.0.0.1:%u=web.default:80\"]}", b.port);
+  CHECK_RESULT(pobox_proxy_start(mesh, taken, &proxy), POBOX_ERR_IO);
+  CHECK(proxy == NULL);
+
+  CHECK_RESULT(pobox_proxy_start(mesh,
+                                 "{\"listen\":[\"127.0.0.1:0=web.default:80\"],"
+                                 "\"threads\":1,\"drainTimeoutMs\":1000}",
+                                 &proxy),
+               POBOX_OK);
+  CHECK(proxy != NULL);
+  /* The mesh may go first: the proxy holds the state it needs. */
+  pobox_mesh_free(mesh);
+
+  char *json = metrics(proxy);
+  const char *at = strstr(json, "\"listen\":\"127.0.0.1:");
+  CHECK(at != NULL);
+  unsigned port = at ? (unsigned)strtoul(at + strlen("\"listen\":\"127.0.0.1:"), NULL, 10) : 0;
+  CHECK(port > 0 && port < 65536);
+  free(json);
+
+  char answer[64];
+  read_all((uint16_t)port, answer, sizeof answer);
+  CHECK(strcmp(answer, "c-backend") == 0);
+  read_all((uint16_t)port, answer, sizeof answer);
+  CHECK(strcmp(answer, "c-backend") == 0);
+
+  json = metrics(proxy);
+  CHECK(strstr(json, "\"connections\":2") != NULL);
+  CHECK(strstr(json, "\"bytes_received\":18") != NULL);
+  free(json);
+
+  pobox_proxy_stop(proxy, 100);
+  pobox_proxy_stop(NULL, 0);
+  pobox_proxy_free(NULL);
+  CHECK(pthread_join(b.thread, NULL) == 0);
+
+  /* pobox_proxy_free stops at once. */
+  CHECK_RESULT(pobox_mesh_new(NULL, &mesh), POBOX_OK);
+  CHECK_RESULT(pobox_proxy_start(mesh, "{\"listen\":[\"127.0.0.1:0=web.default:80\"]}", &proxy),
+               POBOX_OK);
+  pobox_proxy_free(proxy);
+  pobox_mesh_free(mesh);
+}
+
 int main(void) {
   test_new_and_free();
   test_pick_text();
@@ -670,6 +820,7 @@ int main(void) {
   test_passive_health();
   test_hash_key();
   test_lookup();
+  test_proxy();
   printf("%d passed, %d failed\n", checks - failures, failures);
   return failures == 0 ? 0 : 1;
 }

@@ -14,6 +14,10 @@ use pobox::{
 use serde_json::{json, Value};
 
 mod dns;
+#[cfg(feature = "proxy")]
+mod proxy;
+#[cfg(any(feature = "serve-dns", feature = "proxy"))]
+mod reload;
 mod replay;
 #[cfg(feature = "serve-dns")]
 mod serve;
@@ -46,6 +50,12 @@ commands:
   env NAMESPACE                                     kubelet's service environment variables
   serve-dns --listen ADDR:PORT [--listen ...]       a DNS server (UDP and TCP) on the inputs, reloaded
                                                     when they change
+  proxy --listen ADDR=DEST [--listen ...] [--threads N] [--connect-timeout S]
+        [--drain-timeout S] [--max-connections N]   a TCP forwarder: each connection to ADDR goes to
+                                                    an endpoint of DEST (ADDR alone: DEST is ADDR, a
+                                                    Service VIP this host owns); the inputs reload
+                                                    when they change and on SIGHUP; SIGUSR1 prints
+                                                    metrics; SIGTERM stops it gracefully
 
 DEST: IP:PORT, [IPv6]:PORT, or a Service name (svc, svc.ns, svc.ns.svc,
 svc.ns.svc.cluster.local) with :PORT or :PORT-NAME (optional when the Service
@@ -99,6 +109,16 @@ struct Args {
     seed: Option<u64>,
     namespace: Option<String>,
     listen: Vec<String>,
+    proxy: ProxyOptions,
+}
+
+/// The `proxy` command's options, checked by the command.
+#[derive(Default)]
+struct ProxyOptions {
+    threads: Option<String>,
+    connect_timeout: Option<String>,
+    drain_timeout: Option<String>,
+    max_connections: Option<String>,
 }
 
 fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, Fail> {
@@ -137,6 +157,10 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, Fa
             "--json" => args.json = true,
             "-n" | "--namespace" => args.namespace = Some(value(&flag)?),
             "--listen" => args.listen.push(value(&flag)?),
+            "--threads" => args.proxy.threads = Some(value(&flag)?),
+            "--connect-timeout" => args.proxy.connect_timeout = Some(value(&flag)?),
+            "--drain-timeout" => args.proxy.drain_timeout = Some(value(&flag)?),
+            "--max-connections" => args.proxy.max_connections = Some(value(&flag)?),
             "--all" => args.all = true,
             "--client" => {
                 let v = value(&flag)?;
@@ -295,6 +319,8 @@ fn run(out: &mut impl Write) -> Result<(), Fail> {
         "env" => dns::env(&load(&args)?, &args)?,
         #[cfg(feature = "serve-dns")]
         "serve-dns" => serve::serve(&args)?,
+        #[cfg(feature = "proxy")]
+        "proxy" => proxy::proxy(&args)?,
         other => return Err(Fail::usage(format!("unknown command {other:?}\n\n{USAGE}"))),
     };
     out.write_all(text.as_bytes())

@@ -8,11 +8,10 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use pobox::{Mesh, Rcode, RecordData, RecordType, Update};
+use pobox::{Mesh, Rcode, RecordData, RecordType};
 use simple_dns::rdata::{RData, A, AAAA, CNAME, OPT, PTR, SRV, TXT};
 use simple_dns::{
     Name, Packet, PacketFlag, ResourceRecord, SimpleDnsError, CLASS, OPCODE, QCLASS, RCODE,
@@ -86,7 +85,10 @@ async fn run(mesh: Mesh, listen: Vec<SocketAddr>, files: Vec<String>) -> Result<
         tasks.spawn(serve_udp(udp, mesh.clone()));
         tasks.spawn(serve_tcp(tcp, mesh.clone(), connections.clone()));
     }
-    tasks.spawn(reload(mesh, files));
+    tasks.spawn(async move {
+        crate::reload::follow(mesh, files, RELOAD_EVERY).await;
+        Ok(())
+    });
     while let Some(done) = tasks.join_next().await {
         if let Ok(Err(e)) = done {
             return Err(Fail::usage(format!("serve-dns: {e}")));
@@ -282,72 +284,6 @@ fn header_only(id: u16, rcode: RCODE) -> Option<Vec<u8>> {
     let mut reply = Packet::new_reply(id);
     *reply.rcode_mut() = rcode;
     reply.build_bytes_vec().ok()
-}
-
-// === reload ===
-
-/// Each input file's modification time and length; a directory contributes
-/// its `.json`/`.yaml`/`.yml` files, as `-f DIR` reads them.
-fn fingerprint(files: &[String]) -> Vec<(String, Option<SystemTime>, u64)> {
-    let mut out = Vec::new();
-    for f in files {
-        let path = Path::new(f);
-        let mut paths = vec![path.to_path_buf()];
-        if path.is_dir() {
-            paths = std::fs::read_dir(path)
-                .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-                .unwrap_or_default();
-            paths.retain(|p| {
-                matches!(
-                    p.extension().and_then(|e| e.to_str()),
-                    Some("json" | "yaml" | "yml")
-                )
-            });
-            paths.sort();
-        }
-        for p in paths {
-            let meta = std::fs::metadata(&p).ok();
-            out.push((
-                p.display().to_string(),
-                meta.as_ref().and_then(|m| m.modified().ok()),
-                meta.map_or(0, |m| m.len()),
-            ));
-        }
-    }
-    out
-}
-
-/// Replaces the mesh's objects with the inputs' whenever they change. An
-/// invalid input changes nothing: the last good snapshot keeps serving.
-async fn reload(mesh: Mesh, files: Vec<String>) -> io::Result<()> {
-    let mut last = fingerprint(&files);
-    loop {
-        tokio::time::sleep(RELOAD_EVERY).await;
-        let now = fingerprint(&files);
-        if now == last {
-            continue;
-        }
-        last = now;
-        match reload_once(&mesh, &files) {
-            Ok(version) => eprintln!("pobox: reloaded the inputs: snapshot {version}"),
-            Err(message) => eprintln!(
-                "pobox: reload failed, still serving snapshot {}: {message}",
-                mesh.version()
-            ),
-        }
-    }
-}
-
-fn reload_once(mesh: &Mesh, files: &[String]) -> Result<u64, String> {
-    let mut objects = Vec::new();
-    for (name, bytes) in crate::read_inputs(files).map_err(|f| f.message)? {
-        let parsed = pobox::parse(&bytes).map_err(|e| format!("{name}: {e}"))?;
-        objects.extend(parsed.objects);
-    }
-    let report = mesh
-        .update([Update::Reset(objects)])
-        .map_err(|e| e.to_string())?;
-    Ok(report.version)
 }
 
 #[cfg(test)]
