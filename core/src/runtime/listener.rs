@@ -228,7 +228,7 @@ async fn connection(
     let (request, mut upstream, stats) =
         match upstream::connect(&mesh, &shared, peer.ip(), &config).await {
             Ok(connected) => connected,
-            Err(ConnectError::NoEndpoint | ConnectError::Exhausted) => {
+            Err(ConnectError::NoEndpoint | ConnectError::Exhausted | ConnectError::NoIdentity) => {
                 shared.failed.fetch_add(1, Ordering::Relaxed);
                 reset(stream);
                 return;

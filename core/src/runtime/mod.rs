@@ -181,13 +181,25 @@ impl fmt::Display for Listen {
 // === ProxyConfig ===
 
 /// How a [`Proxy`] behaves. [`ProxyConfig::new`] gives the defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ProxyConfig {
     connect_timeout: Duration,
     connect_attempts: u32,
     drain_timeout: Option<Duration>,
     max_connections: usize,
     buffer_size: usize,
+    /// mTLS to every endpoint (feature `tls`).
+    #[cfg(feature = "tls")]
+    upstream_tls: Option<UpstreamTls>,
+}
+
+/// Originating mTLS to endpoints: the client identity and the trust domain
+/// of the identities endpoints must present.
+#[cfg(feature = "tls")]
+#[derive(Debug, Clone)]
+pub(crate) struct UpstreamTls {
+    pub(crate) client: crate::tls::TlsClient,
+    pub(crate) trust_domain: String,
 }
 
 impl Default for ProxyConfig {
@@ -208,6 +220,8 @@ impl ProxyConfig {
             drain_timeout: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             buffer_size: DEFAULT_BUFFER_SIZE,
+            #[cfg(feature = "tls")]
+            upstream_tls: None,
         }
     }
 
@@ -242,6 +256,27 @@ impl ProxyConfig {
     /// 64). Buffers start small and grow to this size under bulk transfer.
     pub fn buffer_size(mut self, bytes: usize) -> Self {
         self.buffer_size = bytes.max(64);
+        self
+    }
+
+    /// Requires mTLS to every endpoint (feature `tls`): each connection is
+    /// originated with `client`'s identity, and the endpoint must present
+    /// the SPIFFE ID of its Service, `spiffe://<trust_domain>/ns/<ns>/sa/<sa>`
+    /// from the Service's `pobox.io/service-account` annotation
+    /// ([`crate::tls::SpiffeId::for_service`]). A Service without that
+    /// annotation cannot be verified, so its connections are refused, never
+    /// sent in plaintext. A failed handshake counts as a failed connect: it
+    /// is reported to passive health and the next endpoint is tried.
+    #[cfg(feature = "tls")]
+    pub fn upstream_tls(
+        mut self,
+        client: crate::tls::TlsClient,
+        trust_domain: impl Into<String>,
+    ) -> Self {
+        self.upstream_tls = Some(UpstreamTls {
+            client,
+            trust_domain: trust_domain.into(),
+        });
         self
     }
 }

@@ -10,25 +10,116 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::runtime::listener::{EndpointStats, ListenerShared};
 use crate::runtime::ProxyConfig;
 use crate::{Client, Mesh, Outcome, Request};
 
-/// The stream to an endpoint.
-pub(crate) type Upstream = TcpStream;
+/// The stream to an endpoint: plain TCP, or mTLS over it.
+pub(crate) enum Upstream {
+    Plain(TcpStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<crate::tls::ClientTlsStream<TcpStream>>),
+}
 
-/// Opens the connection to the chosen endpoint, within the connect timeout.
+impl AsyncRead for Upstream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Upstream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(feature = "tls")]
+            Upstream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Upstream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Upstream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(feature = "tls")]
+            Upstream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Upstream::Plain(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(feature = "tls")]
+            Upstream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Upstream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(feature = "tls")]
+            Upstream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// What an endpoint must prove before bytes flow: nothing (plain TCP), or
+/// an mTLS handshake with this identity.
+pub(crate) enum Expect {
+    Plain,
+    #[cfg(feature = "tls")]
+    Identity(crate::tls::SpiffeId),
+}
+
+/// Opens the connection to the chosen endpoint, within the connect timeout
+/// (and, with mTLS, the handshake within the TLS client's timeout).
 pub(crate) async fn connect_endpoint(
     addr: SocketAddr,
     config: &ProxyConfig,
+    expect: &Expect,
 ) -> io::Result<Upstream> {
     let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
     let _ = stream.set_nodelay(true);
-    Ok(stream)
+    match expect {
+        Expect::Plain => Ok(Upstream::Plain(stream)),
+        #[cfg(feature = "tls")]
+        Expect::Identity(id) => {
+            let tls = config
+                .upstream_tls
+                .as_ref()
+                .expect("an identity is expected only with mTLS");
+            Ok(Upstream::Tls(Box::new(
+                tls.client.connect(stream, id).await?,
+            )))
+        }
+    }
+}
+
+/// What the endpoints of the listener's Service must prove: with upstream
+/// mTLS, the SPIFFE ID of the Service; `None` when mTLS is required and the
+/// Service names no identity (the connection is refused).
+fn expectation(mesh: &Mesh, listener: &ListenerShared, config: &ProxyConfig) -> Option<Expect> {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &config.upstream_tls {
+        let snapshot = mesh.snapshot();
+        let resolved = snapshot.resolve(&listener.dest, &Client::new()).ok()?;
+        let id = crate::tls::SpiffeId::for_service(resolved.service.service(), &tls.trust_domain)
+            .ok()
+            .flatten()?;
+        return Some(Expect::Identity(id));
+    }
+    let _ = (mesh, listener, config);
+    Some(Expect::Plain)
 }
 
 /// Why no endpoint took a connection.
@@ -39,6 +130,8 @@ pub(crate) enum ConnectError {
     NoEndpoint,
     /// Every endpoint tried refused or timed out.
     Exhausted,
+    /// mTLS is required and the Service names no identity to verify.
+    NoIdentity,
 }
 
 /// Picks an endpoint for a client at `client_ip` and connects to it. A
@@ -55,6 +148,7 @@ pub(crate) async fn connect(
     client_ip: IpAddr,
     config: &ProxyConfig,
 ) -> Result<(Request, Upstream, Arc<EndpointStats>), ConnectError> {
+    let expect = expectation(mesh, listener, config).ok_or(ConnectError::NoIdentity)?;
     let mut tried: Vec<SocketAddr> = Vec::new();
     let first = Client::new().ip(client_ip);
     let any = Client::new();
@@ -65,7 +159,7 @@ pub(crate) async fn connect(
         };
         let addr = request.addr();
         let stats = listener.endpoint(addr);
-        match connect_endpoint(addr, config).await {
+        match connect_endpoint(addr, config, &expect).await {
             Ok(stream) => return Ok((request, stream, stats)),
             Err(_) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
