@@ -31,14 +31,21 @@ cargo build -p pobox-wasm --target wasm32-unknown-unknown --locked --profile was
 module="$target_dir/wasm32-unknown-unknown/wasm/pobox_wasm.wasm"
 
 rm -rf pkg
-for target in nodejs web; do
-  out="pkg/${target%js}"
-  wasm-bindgen --target "$target" --out-dir "$out" "$module"
-  # -Oz, then the features rustc enabled (wasm-opt would refuse them otherwise).
+wasm-bindgen --target nodejs --out-dir pkg/node "$module"
+wasm-bindgen --target web --out-dir pkg/web "$module"
+# -Oz, with the features rustc enabled (wasm-opt refuses them otherwise).
+# Both targets get the same module; optimise it once when it is identical.
+wasm_opt() {
   node_modules/.bin/wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
-    --enable-sign-ext --enable-reference-types --enable-multivalue \
-    "$out/pobox_wasm_bg.wasm" -o "$out/pobox_wasm_bg.wasm"
-done
+    --enable-sign-ext --enable-reference-types --enable-multivalue "$1" -o "$1"
+}
+if cmp -s pkg/node/pobox_wasm_bg.wasm pkg/web/pobox_wasm_bg.wasm; then
+  wasm_opt pkg/node/pobox_wasm_bg.wasm
+  cp pkg/node/pobox_wasm_bg.wasm pkg/web/pobox_wasm_bg.wasm
+else
+  wasm_opt pkg/node/pobox_wasm_bg.wasm
+  wasm_opt pkg/web/pobox_wasm_bg.wasm
+fi
 # The package is CommonJS; the web build is an ES module.
 printf '{ "type": "module" }\n' > pkg/web/package.json
 size="$(wc -c < pkg/node/pobox_wasm_bg.wasm)"

@@ -4,7 +4,7 @@
 //! Every method converts JavaScript values into the core's types, calls the
 //! core, and converts the answer back; no Kubernetes rule is decided here.
 //! Failures are thrown as JavaScript `Error` objects carrying the core's
-//! message (one helper, [`into_error`]).
+//! message (one helper, `into_error`).
 //!
 //! `wasm32-unknown-unknown` has neither a clock nor an entropy source, so
 //! this crate supplies both from the host: session-affinity timeouts and
@@ -14,6 +14,9 @@
 
 #![warn(missing_docs)]
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,10 +97,7 @@ fn client_parts(
 ) -> Result<(Option<IpAddr>, Option<Vec<u8>>), JsError> {
     let ip = match client_ip {
         None => None,
-        Some(s) => Some(
-            s.parse::<IpAddr>()
-                .map_err(|_| into_error(format!("clientIp {s:?} is not an IP address")))?,
-        ),
+        Some(s) => Some(parse_client_ip(&s)?),
     };
     let key = if !given(key) {
         None
@@ -111,12 +111,17 @@ fn client_parts(
     Ok((ip, key))
 }
 
+fn parse_client_ip(s: &str) -> Result<IpAddr, JsError> {
+    s.parse()
+        .map_err(|_| into_error(format!("clientIp {s:?} is not an IP address")))
+}
+
 fn pick_with(
     mesh: &pobox::Mesh,
     dest: &pobox::Destination,
     ip: Option<IpAddr>,
     key: Option<&[u8]>,
-) -> Result<String, JsError> {
+) -> Result<JsValue, JsError> {
     let mut client = Client::new();
     if let Some(ip) = ip {
         client = client.ip(ip);
@@ -125,7 +130,74 @@ fn pick_with(
         client = client.key(key);
     }
     let pick = mesh.pick(dest, &client).map_err(into_error)?;
-    Ok(pick.addr.to_string())
+    Ok(addr_string(pick.addr))
+}
+
+// === endpoint strings ===
+
+thread_local! {
+    /// Each endpoint address already turned into a JavaScript string, so
+    /// that a pick returns a reference instead of formatting the address
+    /// and decoding it from UTF-8 again (that would cost more than the pick).
+    /// Bounded: cleared when it reaches [`ADDR_STRINGS_MAX`] entries.
+    static ADDR_STRINGS: RefCell<HashMap<SocketAddr, JsValue, BuildHasherDefault<FoldHasher>>> =
+        RefCell::default();
+}
+
+const ADDR_STRINGS_MAX: usize = 16_384;
+
+/// `addr` as a JavaScript string (`10.1.2.3:8080`, `[fd00::1]:8080`).
+fn addr_string(addr: SocketAddr) -> JsValue {
+    ADDR_STRINGS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(s) = cache.get(&addr) {
+            return s.clone();
+        }
+        if cache.len() >= ADDR_STRINGS_MAX {
+            cache.clear();
+        }
+        let s = JsValue::from_str(&addr.to_string());
+        cache.insert(addr, s.clone());
+        s
+    })
+}
+
+/// A small multiplicative hasher for socket addresses: they come from the
+/// applied objects, not from callers, so no flooding-resistant hash is
+/// needed.
+#[derive(Default)]
+struct FoldHasher(u64);
+
+impl Hasher for FoldHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
 }
 
 fn report_json(report: &pobox::ApplyReport) -> Value {
@@ -233,13 +305,13 @@ impl Mesh {
     /// Picks an endpoint (`"10.1.2.3:8080"`, `"[fd00::1]:8080"`) for
     /// `dest` (`IP:PORT` or a Service name, see the README), from the
     /// client IP and the hash key (a string or bytes) when given.
-    #[wasm_bindgen(js_name = pick)]
+    #[wasm_bindgen(unchecked_return_type = "string")]
     pub fn pick(
         &self,
         dest: &str,
         #[wasm_bindgen(js_name = clientIp)] client_ip: Option<String>,
         #[wasm_bindgen(unchecked_param_type = "string | Uint8Array | null")] key: JsValue,
-    ) -> Result<String, JsError> {
+    ) -> Result<JsValue, JsError> {
         let dest = pobox::Destination::parse(dest).map_err(into_error)?;
         let (ip, key) = client_parts(client_ip, &key)?;
         pick_with(&self.inner, &dest, ip, key.as_deref())
@@ -394,14 +466,25 @@ pub struct Destination {
 
 #[wasm_bindgen]
 impl Destination {
-    /// Picks an endpoint, as [`Mesh::pick`] does for this destination.
+    /// Picks an endpoint, as [`Mesh::pick`] does for this destination. The
+    /// fast path: the key, if any, is a string here (a header or cookie
+    /// value), which crosses into WebAssembly cheaper than any value.
+    #[wasm_bindgen(unchecked_return_type = "string")]
     pub fn pick(
         &self,
         #[wasm_bindgen(js_name = clientIp)] client_ip: Option<String>,
-        #[wasm_bindgen(unchecked_param_type = "string | Uint8Array | null")] key: JsValue,
-    ) -> Result<String, JsError> {
-        let (ip, key) = client_parts(client_ip, &key)?;
-        pick_with(&self.mesh, &self.dest, ip, key.as_deref())
+        key: Option<String>,
+    ) -> Result<JsValue, JsError> {
+        let ip = match client_ip {
+            None => None,
+            Some(s) => Some(parse_client_ip(&s)?),
+        };
+        pick_with(
+            &self.mesh,
+            &self.dest,
+            ip,
+            key.as_deref().map(str::as_bytes),
+        )
     }
 }
 
