@@ -37,6 +37,22 @@ extern "C" {
     /// `console.error`, for the panic hook.
     #[wasm_bindgen(js_namespace = console, js_name = error)]
     fn console_error(message: &str);
+
+    /// The options object of `new Mesh()`.
+    #[wasm_bindgen(typescript_type = "MeshOptions")]
+    pub type MeshOptions;
+
+    /// The options object of `endpoints()`.
+    #[wasm_bindgen(typescript_type = "{ all?: boolean }")]
+    pub type EndpointsOptions;
+
+    /// The options object of `lookup()`.
+    #[wasm_bindgen(typescript_type = "{ namespace?: string }")]
+    pub type LookupOptions;
+
+    /// A hash key: a string or bytes.
+    #[wasm_bindgen(typescript_type = "string | Uint8Array")]
+    pub type Key;
 }
 
 /// The host's monotonic clock (`performance.now()`), for affinity timeouts
@@ -93,20 +109,22 @@ fn given(value: &JsValue) -> bool {
 /// Uint8Array).
 fn client_parts(
     client_ip: Option<String>,
-    key: &JsValue,
+    key: Option<&JsValue>,
 ) -> Result<(Option<IpAddr>, Option<Vec<u8>>), JsError> {
     let ip = match client_ip {
         None => None,
         Some(s) => Some(parse_client_ip(&s)?),
     };
-    let key = if !given(key) {
-        None
-    } else if let Some(s) = key.as_string() {
-        Some(s.into_bytes())
-    } else if let Some(bytes) = key.dyn_ref::<Uint8Array>() {
-        Some(bytes.to_vec())
+    let key = if let Some(key) = key {
+        if let Some(s) = key.as_string() {
+            Some(s.into_bytes())
+        } else if let Some(bytes) = key.dyn_ref::<Uint8Array>() {
+            Some(bytes.to_vec())
+        } else {
+            return Err(into_error("key must be a string or a Uint8Array"));
+        }
     } else {
-        return Err(into_error("key must be a string or a Uint8Array"));
+        None
     };
     Ok((ip, key))
 }
@@ -220,10 +238,10 @@ fn document_bytes(doc: &JsValue) -> Result<Vec<u8>, JsError> {
 
 /// A named option of an options object, or `undefined` when `options` is
 /// not given.
-fn option(options: &JsValue, name: &str, what: &str) -> Result<JsValue, JsError> {
-    if !given(options) {
+fn option(options: Option<&JsValue>, name: &str, what: &str) -> Result<JsValue, JsError> {
+    let Some(options) = options else {
         return Ok(JsValue::UNDEFINED);
-    }
+    };
     if !options.is_object() {
         return Err(into_error(format!("{what}: options must be an object")));
     }
@@ -246,10 +264,8 @@ impl Mesh {
     /// `node`, `zone`, `nodeIPs` (an array of strings) and `clusterDomain`,
     /// as the C ABI takes them; unknown fields are refused.
     #[wasm_bindgen(constructor)]
-    pub fn new(
-        #[wasm_bindgen(unchecked_param_type = "MeshOptions")] options: JsValue,
-    ) -> Result<Mesh, JsError> {
-        let config = if given(&options) {
+    pub fn new(options: Option<MeshOptions>) -> Result<Mesh, JsError> {
+        let config = if let Some(options) = options {
             // JSON is the options' one format: the core reads it for every
             // binding. A value JSON cannot hold (a BigInt, a cycle) fails here.
             let json = JSON::stringify(&options)
@@ -310,10 +326,10 @@ impl Mesh {
         &self,
         dest: &str,
         #[wasm_bindgen(js_name = clientIp)] client_ip: Option<String>,
-        #[wasm_bindgen(unchecked_param_type = "string | Uint8Array | null")] key: JsValue,
+        key: Option<Key>,
     ) -> Result<JsValue, JsError> {
         let dest = pobox::Destination::parse(dest).map_err(into_error)?;
-        let (ip, key) = client_parts(client_ip, &key)?;
+        let (ip, key) = client_parts(client_ip, key.as_deref())?;
         pick_with(&self.inner, &dest, ip, key.as_deref())
     }
 
@@ -334,9 +350,9 @@ impl Mesh {
     pub fn endpoints(
         &self,
         dest: &str,
-        #[wasm_bindgen(unchecked_param_type = "{ all?: boolean }")] options: JsValue,
+        options: Option<EndpointsOptions>,
     ) -> Result<JsValue, JsError> {
-        let all = option(&options, "all", "endpoints")?;
+        let all = option(options.as_deref(), "all", "endpoints")?;
         let all = if given(&all) {
             all.as_bool()
                 .ok_or_else(|| into_error("endpoints: options.all must be a boolean"))?
@@ -386,7 +402,7 @@ impl Mesh {
         &self,
         name: &str,
         #[wasm_bindgen(js_name = type)] qtype: Option<String>,
-        #[wasm_bindgen(unchecked_param_type = "{ namespace?: string }")] options: JsValue,
+        options: Option<LookupOptions>,
     ) -> Result<JsValue, JsError> {
         let qtype = match qtype {
             None => None,
@@ -396,7 +412,7 @@ impl Mesh {
                 ))
             })?),
         };
-        let namespace = option(&options, "namespace", "lookup")?;
+        let namespace = option(options.as_deref(), "namespace", "lookup")?;
         let namespace = if given(&namespace) {
             Some(
                 namespace
