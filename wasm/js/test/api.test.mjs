@@ -3,7 +3,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Mesh, Destination } from "pobox-wasm";
-import { demo, everything, service, picks } from "./helpers.mjs";
+import { readFileSync } from "node:fs";
+import { demo, demoPath, everything, service, picks } from "./helpers.mjs";
 
 /** Asserts that `fn` throws an `Error` whose message is `message` (a string or RegExp). */
 function throwsError(fn, message) {
@@ -45,8 +46,9 @@ test("apply: a string or bytes, JSON or YAML; reports version, change and warnin
   const report = mesh.apply(demo);
   assert.deepEqual(report, { version: 1, changed: true, warnings: [] });
   assert.equal(mesh.version, 1);
-  // The same objects again change nothing.
+  // The same objects again change nothing, as bytes or as a Node Buffer.
   assert.deepEqual(mesh.apply(new TextEncoder().encode(demo)), { version: 1, changed: false, warnings: [] });
+  assert.deepEqual(mesh.apply(readFileSync(demoPath)), { version: 1, changed: false, warnings: [] });
   // JSON, with a kind pobox skips.
   const list = { apiVersion: "v1", kind: "List", items: [{ apiVersion: "v1", kind: "ConfigMap", metadata: { name: "c", namespace: "default" } }] };
   const skipped = mesh.apply(JSON.stringify(list));
