@@ -125,6 +125,48 @@ impl MeshConfig {
         &self.cluster_domain
     }
 
+    /// Reads the mesh options every binding takes as a JSON object (the C
+    /// ABI's `pobox_mesh_new`, the JavaScript `new Mesh(options)`):
+    /// `{"node":"n1","zone":"z1","nodeIPs":["10.0.0.5"],"clusterDomain":"cluster.local"}`,
+    /// each field optional, unknown fields refused. The values are checked
+    /// when the mesh is made ([`crate::Mesh::new`]).
+    ///
+    /// ```
+    /// let config = pobox::MeshConfig::from_options_json(r#"{"node":"n1","nodeIPs":["10.0.0.5"]}"#).unwrap();
+    /// assert_eq!(config.node_name(), Some("n1"));
+    /// assert!(pobox::MeshConfig::from_options_json(r#"{"nodes":"n1"}"#).is_err());
+    /// ```
+    pub fn from_options_json(json: &str) -> Result<MeshConfig, Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = "camelCase")]
+        struct Options {
+            node: Option<String>,
+            zone: Option<String>,
+            #[serde(rename = "nodeIPs", default)]
+            node_ips: Vec<String>,
+            cluster_domain: Option<String>,
+        }
+        let options: Options =
+            serde_json::from_str(json).map_err(|e| Error::Config(format!("options: {e}")))?;
+        let mut config = MeshConfig::new();
+        if let Some(node) = options.node {
+            config = config.node(node);
+        }
+        if let Some(zone) = options.zone {
+            config = config.zone(zone);
+        }
+        for ip in options.node_ips {
+            let parsed = ip.parse().map_err(|_| {
+                Error::Config(format!("options: nodeIPs: {ip:?} is not an IP address"))
+            })?;
+            config = config.node_ip(parsed);
+        }
+        if let Some(domain) = options.cluster_domain {
+            config = config.cluster_domain(domain);
+        }
+        Ok(config)
+    }
+
     pub(crate) fn validated(mut self) -> Result<Self, Error> {
         if let Some(node) = &self.node {
             if !is_dns1123_subdomain(node) {
@@ -161,5 +203,56 @@ impl MeshConfig {
             }
         }
         Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_json_sets_every_field() {
+        let config = MeshConfig::from_options_json(
+            r#"{"node":"n1","zone":"z1","nodeIPs":["10.0.0.5","fd00::5"],"clusterDomain":"example.org"}"#,
+        )
+        .unwrap();
+        assert_eq!(config.node_name(), Some("n1"));
+        assert_eq!(config.zone_name(), Some("z1"));
+        let ips: Vec<String> = config.node_ips().iter().map(|ip| ip.to_string()).collect();
+        assert_eq!(ips, ["10.0.0.5", "fd00::5"]);
+        assert_eq!(config.cluster_domain_name(), "example.org");
+        assert_eq!(
+            MeshConfig::from_options_json("{}").unwrap(),
+            MeshConfig::new()
+        );
+    }
+
+    #[test]
+    fn options_json_refuses_bad_input_with_a_message() {
+        for (json, message) in [
+            (
+                r#"{"nodes":"n1"}"#,
+                "configuration: options: unknown field `nodes`",
+            ),
+            (
+                r#"{"nodeIPs":["x"]}"#,
+                r#"configuration: options: nodeIPs: "x" is not an IP address"#,
+            ),
+            (
+                r#"{"node":5}"#,
+                "configuration: options: invalid type: integer `5`",
+            ),
+            (
+                r#""n1""#,
+                r#"configuration: options: invalid type: string "n1", expected struct Options"#,
+            ),
+            ("{", "configuration: options: EOF while parsing"),
+        ] {
+            let err = MeshConfig::from_options_json(json).unwrap_err();
+            assert!(
+                err.to_string().starts_with(message),
+                "{json}: {err} does not start with {message}"
+            );
+        }
     }
 }

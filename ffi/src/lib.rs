@@ -541,43 +541,6 @@ fn endpoint_of(pick: pobox::Pick) -> pobox_endpoint {
     }
 }
 
-// === mesh options ===
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct Options {
-    node: Option<String>,
-    zone: Option<String>,
-    #[serde(rename = "nodeIPs", default)]
-    node_ips: Vec<String>,
-    cluster_domain: Option<String>,
-}
-
-fn config_from_json(json: &str) -> Result<MeshConfig, Failure> {
-    let options: Options = serde_json::from_str(json)
-        .map_err(|e| Failure::new(POBOX_ERR_CONFIG, format!("options: {e}")))?;
-    let mut config = MeshConfig::new();
-    if let Some(node) = options.node {
-        config = config.node(node);
-    }
-    if let Some(zone) = options.zone {
-        config = config.zone(zone);
-    }
-    for ip in options.node_ips {
-        let parsed = ip.parse().map_err(|_| {
-            Failure::new(
-                POBOX_ERR_CONFIG,
-                format!("options: nodeIPs: {ip:?} is not an IP address"),
-            )
-        })?;
-        config = config.node_ip(parsed);
-    }
-    if let Some(domain) = options.cluster_domain {
-        config = config.cluster_domain(domain);
-    }
-    Ok(config)
-}
-
 // === exported functions ===
 
 /// Creates an empty mesh.
@@ -604,7 +567,7 @@ pub unsafe extern "C" fn pobox_mesh_new(
             MeshConfig::new()
         } else {
             // SAFETY: not NULL; the caller promises a NUL-terminated string.
-            config_from_json(unsafe { c_str(options_json, "options_json") }?)?
+            MeshConfig::from_options_json(unsafe { c_str(options_json, "options_json") }?)?
         };
         let mesh = Mesh::new(config)?;
         *mesh_out = to_boxed_ptr::<pobox_mesh>(mesh);
