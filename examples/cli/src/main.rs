@@ -56,6 +56,12 @@ commands:
                                                     Service VIP this host owns); the inputs reload
                                                     when they change and on SIGHUP; SIGUSR1 prints
                                                     metrics; SIGTERM stops it gracefully
+        [--tls-cert PEM --tls-key PEM --tls-ca PEM] mTLS between meshed peers: --listen originates
+        [--trust-domain D] [--inbound ADDR=APP]...  it to each endpoint (which must present its
+        [--allow SPIFFE-ID]...                      Service's pobox.io/service-account identity);
+                                                    --inbound terminates it on ADDR for the local
+                                                    APP, admitting --allow IDs (default: any of
+                                                    the trust domain, default cluster.local)
 
 DEST: IP:PORT, [IPv6]:PORT, or a Service name (svc, svc.ns, svc.ns.svc,
 svc.ns.svc.cluster.local) with :PORT or :PORT-NAME (optional when the Service
@@ -119,6 +125,13 @@ struct ProxyOptions {
     connect_timeout: Option<String>,
     drain_timeout: Option<String>,
     max_connections: Option<String>,
+    /// `--inbound ADDR=APP`: terminate mTLS on ADDR, forward to APP.
+    inbound: Vec<String>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+    tls_ca: Option<String>,
+    trust_domain: Option<String>,
+    allow: Vec<String>,
 }
 
 fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, Fail> {
@@ -161,6 +174,12 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, Fa
             "--connect-timeout" => args.proxy.connect_timeout = Some(value(&flag)?),
             "--drain-timeout" => args.proxy.drain_timeout = Some(value(&flag)?),
             "--max-connections" => args.proxy.max_connections = Some(value(&flag)?),
+            "--inbound" => args.proxy.inbound.push(value(&flag)?),
+            "--tls-cert" => args.proxy.tls_cert = Some(value(&flag)?),
+            "--tls-key" => args.proxy.tls_key = Some(value(&flag)?),
+            "--tls-ca" => args.proxy.tls_ca = Some(value(&flag)?),
+            "--trust-domain" => args.proxy.trust_domain = Some(value(&flag)?),
+            "--allow" => args.proxy.allow.push(value(&flag)?),
             "--all" => args.all = true,
             "--client" => {
                 let v = value(&flag)?;

@@ -243,3 +243,164 @@ fn bad_listeners_are_usage_errors() {
         assert!(stderr.contains(message), "{args:?}: {stderr}");
     }
 }
+
+// === mTLS between two pobox processes ===
+
+/// A CA and SPIFFE certificates for `web` and `frontend` (namespace
+/// default), made with the `openssl` command in `dir`.
+fn certificates(dir: &Path) {
+    let script = r#"
+set -e
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -subj "/CN=pobox test CA" -keyout ca.key -out ca.pem \
+  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+issue() {
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$1" \
+    -keyout "$1.key" -out "$1.csr"
+  printf 'subjectAltName=URI:%s\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=critical,digitalSignature\nbasicConstraints=critical,CA:FALSE\n' \
+    "$2" > "$1.ext"
+  openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
+    -extfile "$1.ext" -out "$1.pem"
+}
+issue web spiffe://cluster.local/ns/default/sa/web
+issue frontend spiffe://cluster.local/ns/default/sa/frontend
+"#;
+    let out = Command::new("bash")
+        .args(["-c", script])
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn tls_args(dir: &Path, who: &str) -> Vec<String> {
+    let path = |f: String| dir.join(f).to_string_lossy().into_owned();
+    vec![
+        "--tls-cert".into(),
+        path(format!("{who}.pem")),
+        "--tls-key".into(),
+        path(format!("{who}.key")),
+        "--tls-ca".into(),
+        path("ca.pem".into()),
+    ]
+}
+
+#[test]
+fn two_processes_speak_mtls_and_refuse_the_wrong_identity() {
+    let file = temp_file("mtls");
+    let dir = file.parent().unwrap().to_path_buf();
+    certificates(&dir);
+    let app = backend("web-app");
+
+    // The server side: terminates mTLS for the app, admitting frontend only.
+    let mut inbound = Command::new(env!("CARGO_BIN_EXE_pobox"))
+        .args(["proxy", "--inbound", &format!("127.0.0.1:0={app}")])
+        .args(tls_args(&dir, "web"))
+        .args(["--allow", "spiffe://cluster.local/ns/default/sa/frontend"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the inbound pobox");
+    let (tx, rx) = mpsc::channel();
+    let stderr = inbound.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let server = Proxy {
+        child: inbound,
+        stderr: rx,
+        addr: "0.0.0.0:0".parse().unwrap(),
+    };
+    let line = server.wait_for("terminating mTLS on ");
+    let inbound_addr: SocketAddr = line
+        .split("terminating mTLS on ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // The client side: the Service names the identity its pods present.
+    let annotated = |sa: &str| {
+        manifest(inbound_addr, 0).replacen(
+            r#""namespace":"default"}"#,
+            &format!(
+                r#""namespace":"default","annotations":{{"pobox.io/service-account":"{sa}"}}}}"#
+            ),
+            1,
+        )
+    };
+    std::fs::write(&file, annotated("web")).unwrap();
+    let client_args = tls_args(&dir, "frontend");
+    let client_args: Vec<&str> = client_args.iter().map(String::as_str).collect();
+    let client = Proxy::start(&file, &client_args);
+    assert_eq!(client.ask(), "web-app");
+
+    // The Service now expects `db`: the endpoint presents `web`, so the
+    // client side refuses it and the app sees nothing.
+    std::fs::write(&file, annotated("db")).unwrap();
+    client.wait_for("reloaded");
+    let mut stream = TcpStream::connect_timeout(&client.addr, WAIT).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let _ = stream.write_all(b"hello");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert_eq!(answer, "");
+
+    // A client that is not on the allow-list is refused by the server side,
+    // which names the reason.
+    std::fs::write(&file, annotated("web")).unwrap();
+    client.wait_for("reloaded");
+    let web_args = tls_args(&dir, "web");
+    let web_args: Vec<&str> = web_args.iter().map(String::as_str).collect();
+    let impostor = Proxy::start(&file, &web_args);
+    let mut stream = TcpStream::connect_timeout(&impostor.addr, WAIT).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let _ = stream.write_all(b"hello");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert_eq!(answer, "");
+    let refusal = server.wait_for("is not on the allow-list");
+    assert!(
+        refusal.contains("refused 127.0.0.1:")
+            && refusal.contains("SPIFFE ID spiffe://cluster.local/ns/default/sa/web"),
+        "{refusal}"
+    );
+}
+
+#[test]
+fn partial_mtls_flags_are_usage_errors() {
+    for extra in [
+        &["--tls-cert", "a.pem"][..],
+        &["--allow", "spiffe://cluster.local/ns/a/sa/b"][..],
+        &["--inbound", "127.0.0.1:0=127.0.0.1:1"][..],
+        &[
+            "--inbound",
+            "nonsense",
+            "--tls-cert",
+            "a",
+            "--tls-key",
+            "b",
+            "--tls-ca",
+            "c",
+        ][..],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_pobox"))
+            .args(["proxy", "--listen", "127.0.0.1:0=web.default:80"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{extra:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--"), "{extra:?}: {stderr}");
+    }
+}
