@@ -90,12 +90,15 @@ fn an_apply_that_changes_nothing_wakes_no_one() {
 #[test]
 fn a_blocked_thread_sees_a_stream_of_publishes_in_order() {
     let mesh = Mesh::new(MeshConfig::new()).unwrap();
+    // Read before the thread starts: a slow spawn may otherwise begin after
+    // the last publish and have nothing left to observe.
+    let start = mesh.version();
     let reader = {
         let mesh = mesh.clone();
         thread::spawn(move || {
             let (_, waker) = waker();
             let mut cx = Context::from_waker(&waker);
-            let mut seen = mesh.version();
+            let mut seen = start;
             let mut observed = Vec::new();
             while seen < 20 {
                 let mut changed = std::pin::pin!(mesh.changed(seen));
