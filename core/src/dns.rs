@@ -467,21 +467,41 @@ fn parse_dashed(label: &str) -> Option<IpAddr> {
         .map(IpAddr::V6)
 }
 
-/// `name` with a trailing dot, in one allocation shared by every record of
-/// the answer.
-fn absolute(name: &str) -> Arc<str> {
-    if name.len() > MAX_NAME {
-        return Arc::from(format!("{name}."));
-    }
-    let mut buf = [0u8; MAX_NAME + 1];
-    buf[..name.len()].copy_from_slice(name.as_bytes());
-    buf[name.len()] = b'.';
-    Arc::from(std::str::from_utf8(&buf[..=name.len()]).unwrap_or(name))
+/// An owner name (lowercase, with its trailing dot), in one allocation
+/// shared by every record of the answer.
+fn absolute(dotted: &str) -> Arc<str> {
+    debug_assert!(dotted.ends_with('.'), "{dotted}");
+    Arc::from(dotted)
 }
 
-/// The `A` or `AAAA` records (by `qtype`) of `ips` for `fqdn`.
+/// The labels of a name from the last to the first, as `str::rsplit('.')`
+/// yields them, found by a plain byte scan: the labels are short, and
+/// `memrchr`'s setup per label cost more than the scan (callgrind).
+struct RevLabels<'a>(Option<&'a str>);
+
+impl<'a> Iterator for RevLabels<'a> {
+    type Item = &'a str;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.0?;
+        match rest.bytes().rposition(|b| b == b'.') {
+            Some(dot) => {
+                self.0 = Some(&rest[..dot]);
+                Some(&rest[dot + 1..])
+            }
+            None => {
+                self.0 = None;
+                Some(rest)
+            }
+        }
+    }
+}
+
+/// The `A` or `AAAA` records (by `qtype`) of `ips` for the name `owner`
+/// gives (called only when there is a record).
 fn address_records(
-    fqdn: &str,
+    owner: impl FnOnce() -> Arc<str>,
     ttl: u32,
     ips: impl Iterator<Item = IpAddr>,
     qtype: RecordType,
@@ -497,7 +517,7 @@ fn address_records(
     if data.peek().is_none() {
         return Vec::new();
     }
-    let mut name = Some(absolute(fqdn));
+    let mut name = Some(owner());
     let mut records = Vec::with_capacity(capacity);
     while let Some(d) = data.next() {
         // The last record takes the name: the usual answer of one record
@@ -544,28 +564,36 @@ impl Snapshot {
         if bare.len() > MAX_NAME || bare.is_empty() {
             return Answer::of(Rcode::Refused);
         }
-        let mut buf = [0u8; MAX_NAME];
-        // Most names arrive lowercase: copy only those that are not.
-        let lower = if bare.bytes().any(|b| b.is_ascii_uppercase()) {
+        // The name lowercase with its trailing dot, as records own it. Most
+        // names arrive that way (a resolver's query): copy only the others.
+        let mut buf: [u8; MAX_NAME + 1];
+        // A fold, not `any`: no branch per byte, and the compiler vectorises it.
+        let upper = bare
+            .bytes()
+            .fold(false, |up, b| up | b.is_ascii_uppercase());
+        let dotted = if name.len() > bare.len() && !upper {
+            name
+        } else {
+            buf = [0u8; MAX_NAME + 1];
             buf[..bare.len()].copy_from_slice(bare.as_bytes());
             buf[..bare.len()].make_ascii_lowercase();
-            match std::str::from_utf8(&buf[..bare.len()]) {
-                Ok(lower) => lower,
+            buf[bare.len()] = b'.';
+            match std::str::from_utf8(&buf[..=bare.len()]) {
+                Ok(dotted) => dotted,
                 Err(_) => return Answer::of(Rcode::Refused),
             }
-        } else {
-            bare
         };
+        let lower = &dotted[..bare.len()];
         let zone = self.config().cluster_domain_name();
         let ttl = self.config().dns_ttl_seconds();
         if lower == zone {
             return Answer::of(Rcode::NoError);
         }
         if let Some(rel) = lower.strip_suffix(zone).and_then(|r| r.strip_suffix('.')) {
-            return self.lookup_in_zone(lower, rel, qtype, ttl);
+            return self.lookup_in_zone(dotted, rel, qtype, ttl);
         }
         if lower.ends_with(".in-addr.arpa") || lower.ends_with(".ip6.arpa") {
-            return self.lookup_reverse(lower, qtype, ttl);
+            return self.lookup_reverse(dotted, qtype, ttl);
         }
         if matches!(lower, "in-addr.arpa" | "ip6.arpa") {
             return Answer::of(Rcode::NoError);
@@ -602,8 +630,10 @@ impl Snapshot {
         })
     }
 
+    /// `fqdn`: lowercase, with the trailing dot; `rel`: its labels below the
+    /// zone, without the dot.
     fn lookup_in_zone(&self, fqdn: &str, rel: &str, qtype: RecordType, ttl: u32) -> Answer {
-        let mut labels = rel.rsplit('.');
+        let mut labels = RevLabels(Some(rel));
         match (labels.next(), labels.next()) {
             (Some("dns-version"), None) => {
                 if qtype != RecordType::Txt {
@@ -631,10 +661,11 @@ impl Snapshot {
                 if labels.next().is_some() {
                     return Answer::of(Rcode::NxDomain);
                 }
-                // `<svc>.<ns>.svc.<zone>` is the tail of `fqdn`.
+                // `<svc>.<ns>.svc.<zone>` ends `fqdn`, before its dot.
                 let zone = self.config().cluster_domain_name();
                 let tail = svc.len() + 1 + ns.len() + ".svc.".len() + zone.len();
-                let service_fqdn = &fqdn[fqdn.len() - tail..];
+                let end = fqdn.len() - 1;
+                let service_fqdn = &fqdn[end - tail..end];
                 service_records(entry, fqdn, service_fqdn, first, second, qtype, ttl)
             }
             (Some("pod"), None) => Answer::of(Rcode::NoError),
@@ -645,9 +676,12 @@ impl Snapshot {
                     Rcode::NxDomain
                 }),
                 (Some(label), None) => match parse_dashed(label) {
-                    Some(ip) => {
-                        Answer::records(address_records(fqdn, ttl, std::iter::once(ip), qtype))
-                    }
+                    Some(ip) => Answer::records(address_records(
+                        || absolute(fqdn),
+                        ttl,
+                        std::iter::once(ip),
+                        qtype,
+                    )),
                     None => Answer::of(Rcode::NxDomain),
                 },
                 _ => Answer::of(Rcode::NxDomain),
@@ -656,8 +690,9 @@ impl Snapshot {
         }
     }
 
+    /// `name`: lowercase, with the trailing dot.
     fn lookup_reverse(&self, name: &str, qtype: RecordType, ttl: u32) -> Answer {
-        let Some(ip) = parse_reverse(name) else {
+        let Some(ip) = parse_reverse(&name[..name.len() - 1]) else {
             return Answer::of(Rcode::NxDomain);
         };
         let owners = self.owners_of(ip);
@@ -704,7 +739,15 @@ fn service_records(
     ttl: u32,
 ) -> Answer {
     let svc = entry.service();
-    let owner = || absolute(fqdn);
+    // The Service's own name is kept in its entry: the common answer (an `A`
+    // for the Service) allocates no name.
+    let owner = || {
+        if fqdn == entry.fqdn() {
+            entry.fqdn.clone()
+        } else {
+            absolute(fqdn)
+        }
+    };
     if let Some(target) = svc.external_name() {
         if first.is_some() {
             return Answer::of(Rcode::NxDomain);
@@ -722,13 +765,13 @@ fn service_records(
     match (first, second) {
         (None, _) => Answer::records(if headless {
             address_records(
-                fqdn,
+                owner,
                 ttl,
                 entry.dns_endpoints().iter().map(|e| e.ip()),
                 qtype,
             )
         } else {
-            address_records(fqdn, ttl, svc.cluster_ips().iter().copied(), qtype)
+            address_records(owner, ttl, svc.cluster_ips().iter().copied(), qtype)
         }),
         (Some(proto), None) if proto.starts_with('_') => {
             // `_tcp.<svc>...`: exists when a named port uses the protocol.
@@ -751,7 +794,7 @@ fn service_records(
             if named().next().is_none() {
                 return Answer::of(Rcode::NxDomain);
             }
-            Answer::records(address_records(fqdn, ttl, named().map(|e| e.ip()), qtype))
+            Answer::records(address_records(owner, ttl, named().map(|e| e.ip()), qtype))
         }
         (Some(proto), Some(port)) => {
             let (Some(proto), Some(port)) = (proto.strip_prefix('_'), port.strip_prefix('_'))
@@ -812,6 +855,27 @@ fn service_records(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rev_labels_split_as_rsplit_does() {
+        for name in [
+            "",
+            ".",
+            "a",
+            "a.",
+            ".a",
+            "a..b",
+            "web.default.svc",
+            "_http._tcp.web.default.svc",
+            "10-1-2-3.web.ns.svc",
+            "a.b.c.d.e.f.g.h",
+        ] {
+            let ours: Vec<&str> = RevLabels(Some(name)).collect();
+            let std: Vec<&str> = name.rsplit('.').collect();
+            assert_eq!(ours, std, "{name:?}");
+        }
+        assert_eq!(RevLabels(None).next(), None);
+    }
+
     use super::*;
 
     #[test]

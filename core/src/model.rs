@@ -1,7 +1,6 @@
 //! Validated Kubernetes objects: what the store keeps and the snapshot is built
 //! from. A value of these types has passed every check in [`crate::validate`].
 
-use std::borrow::Borrow;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
@@ -152,8 +151,9 @@ impl fmt::Display for TargetPort {
 
 /// A Service's identity, `namespace/name`, cheap to clone.
 ///
-/// It hashes and compares as its `namespace/name` string, so an index keyed by
-/// `ServiceKey` can be searched with a `&str`.
+/// It hashes as the pair (namespace, name) ([`ServiceKey::hash_parts`]), so an
+/// index keyed by `ServiceKey` can be searched with the two parts as they
+/// arrive (a DNS name, a destination) without joining them first.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ServiceKey {
     full: Arc<str>,
@@ -185,15 +185,28 @@ impl ServiceKey {
     }
 }
 
-impl Hash for ServiceKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.full.hash(state)
+impl ServiceKey {
+    /// What hashing a `ServiceKey` of these parts feeds `state`: the same
+    /// bytes, so a lookup by parts finds the key.
+    #[inline]
+    pub(crate) fn hash_parts<H: Hasher>(namespace: &str, name: &str, state: &mut H) {
+        namespace.hash(state);
+        name.hash(state);
+    }
+
+    /// Whether this key is `namespace/name`.
+    #[inline]
+    pub(crate) fn is(&self, namespace: &str, name: &str) -> bool {
+        self.slash == namespace.len()
+            && self.full.len() == namespace.len() + 1 + name.len()
+            && self.namespace() == namespace
+            && self.name() == name
     }
 }
 
-impl Borrow<str> for ServiceKey {
-    fn borrow(&self) -> &str {
-        &self.full
+impl Hash for ServiceKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        ServiceKey::hash_parts(self.namespace(), self.name(), state)
     }
 }
 

@@ -70,6 +70,16 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
             .map(|(_, v)| v)
     }
 
+    /// Looks up the entry whose key hashes to `hash` (as [`Hash`] on the key
+    /// with [`FoldBuild`] would) and satisfies `is`: a search by a borrowed
+    /// form of the key that is not one value (two strings, say).
+    #[inline]
+    pub(crate) fn get_hashed(&self, hash: u64, mut is: impl FnMut(&K) -> bool) -> Option<&V> {
+        self.shards[shard_of(hash)]
+            .find(hash, |(k, _)| is(k))
+            .map(|(_, v)| v)
+    }
+
     /// Inserts, copying the shard first if a snapshot still shares it.
     pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
         let hash = hash_of(&key);

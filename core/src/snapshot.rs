@@ -14,6 +14,7 @@ use crate::balance::{with_local, Cursors, Slot};
 use crate::config::MeshConfig;
 use crate::dest::{Client, Destination, PortRef};
 use crate::error::{Error, PickError};
+use crate::hash::FoldHasher;
 use crate::health::{Health, Outcome, OutlierDetection};
 use crate::model::{
     EndpointMeta, EndpointSlice, IpFamily, Protocol, Service, ServiceKey, ServicePort,
@@ -396,6 +397,8 @@ pub struct ServiceEntry {
     /// Headless Services only: the ready endpoint addresses DNS answers with
     /// (every slice, with or without ports), by address.
     dns: Box<[DnsEndpoint]>,
+    /// `<name>.<namespace>.svc.<zone>.`, the owner of its DNS records.
+    pub(crate) fqdn: Arc<str>,
 }
 
 /// A ready address of a headless Service, as DNS publishes it.
@@ -423,6 +426,11 @@ impl ServiceEntry {
     /// The validated Service.
     pub fn service(&self) -> &Service {
         &self.service
+    }
+    /// Its DNS name, `<name>.<namespace>.svc.<cluster-domain>.` (fully
+    /// qualified, with the trailing dot).
+    pub fn fqdn(&self) -> &str {
+        &self.fqdn
     }
     /// Its ports, in declaration order.
     pub fn ports(&self) -> &[Arc<PortEntry>] {
@@ -636,6 +644,13 @@ pub(crate) fn build_service<'a>(
         ports: ports.into_boxed_slice(),
         family,
         dns,
+        fqdn: format!(
+            "{}.{}.svc.{}.",
+            service.key().name(),
+            service.key().namespace(),
+            config.cluster_domain_name()
+        )
+        .into(),
     }
 }
 
@@ -1084,9 +1099,11 @@ impl Snapshot {
 
     /// A Service by namespace and name.
     pub fn service(&self, namespace: &str, name: &str) -> Option<&ServiceEntry> {
-        let mut buf = [0u8; 320];
-        let key = join_key(&mut buf, namespace, name)?;
-        self.services.get(key).map(|e| &**e)
+        let mut hasher = FoldHasher::default();
+        ServiceKey::hash_parts(namespace, name, &mut hasher);
+        self.services
+            .get_hashed(hasher.finish(), |k| k.is(namespace, name))
+            .map(|e| &**e)
     }
 
     /// Every Service, ordered by namespace and name.
@@ -1228,7 +1245,7 @@ impl Snapshot {
         let mut namespaces = self.namespaces.clone();
         let node_ips = self.config.node_ips();
         for (key, _) in &changes {
-            if let Some(old) = self.services.get(key.as_str()) {
+            if let Some(old) = self.services.get(key) {
                 for (fe, _, _) in frontends_of(old, node_ips) {
                     if frontends.get(&fe).is_some_and(|e| e.owner() == key) {
                         frontends.remove(&fe);
@@ -1245,7 +1262,7 @@ impl Snapshot {
         let mut claims = Vec::new();
         for (key, entry) in changes {
             let Some(entry) = entry else {
-                services.remove(key.as_str());
+                services.remove(&key);
                 continue;
             };
             let entry = Arc::new(entry);
@@ -1355,17 +1372,6 @@ fn count_namespace(namespaces: &mut ShardedMap<Arc<str>, u32>, namespace: &str, 
     } else {
         namespaces.insert(Arc::from(namespace), now as u32);
     }
-}
-
-fn join_key<'b>(buf: &'b mut [u8; 320], namespace: &str, name: &str) -> Option<&'b str> {
-    let len = namespace.len() + 1 + name.len();
-    if len > buf.len() {
-        return None;
-    }
-    buf[..namespace.len()].copy_from_slice(namespace.as_bytes());
-    buf[namespace.len()] = b'/';
-    buf[namespace.len() + 1..len].copy_from_slice(name.as_bytes());
-    std::str::from_utf8(&buf[..len]).ok()
 }
 
 fn find_port<'s>(
