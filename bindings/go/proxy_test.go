@@ -43,8 +43,11 @@ func TestProxyForwardsAndStops(t *testing.T) {
 		resp.Body.Close()
 		seen[string(body)]++
 	}
+	// Round-robin cursors are per thread, and the proxy runs two: each
+	// thread alternates exactly, so the split is 5/5 give or take one per
+	// thread that handled an odd number of connections.
 	for _, be := range backends {
-		if seen[be.addr.String()] != 5 {
+		if n := seen[be.addr.String()]; n < 4 || n > 6 {
 			t.Errorf("round robin: %v", seen)
 		}
 	}
@@ -57,7 +60,7 @@ func TestProxyForwardsAndStops(t *testing.T) {
 		t.Fatalf("metrics %+v", l)
 	}
 	for _, e := range l.Endpoints {
-		if e.Connections != 5 || e.BytesSent == 0 || e.BytesReceived == 0 {
+		if e.Connections != uint64(seen[e.Addr.String()]) || e.BytesSent == 0 || e.BytesReceived == 0 {
 			t.Errorf("endpoint %+v", e)
 		}
 	}
