@@ -24,14 +24,18 @@ fn memory() -> String {
             .find(|l| l.starts_with(name))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|kb| kb.parse::<u64>().ok())
-            .map_or("?".to_owned(), |kb| format!("{:.1} MiB", kb as f64 / 1024.0))
+            .map_or("?".to_owned(), |kb| {
+                format!("{:.1} MiB", kb as f64 / 1024.0)
+            })
     };
     format!("rss {} peak {}", field("VmRSS:"), field("VmHWM:"))
 }
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let clients: u64 = args.next().map_or(10_000_000, |a| a.parse().expect("CLIENTS"));
+    let clients: u64 = args
+        .next()
+        .map_or(10_000_000, |a| a.parse().expect("CLIENTS"));
     let capacity: usize = args
         .next()
         .map_or(DEFAULT_AFFINITY_CAPACITY, |a| a.parse().expect("CAPACITY"));
@@ -52,7 +56,10 @@ fn main() {
     )
     .unwrap();
     let dest: Destination = "10.96.0.10:80".parse().unwrap();
-    println!("capacity {capacity}, spraying {clients} distinct client IPs; start: {}", memory());
+    println!(
+        "capacity {capacity}, spraying {clients} distinct client IPs; start: {}",
+        memory()
+    );
 
     let start = Instant::now();
     let mut most = 0;

@@ -123,12 +123,15 @@ impl fmt::Display for Error {
                 };
                 match *what {
                     "input bytes" => write!(f, "input is {found} bytes")?,
-                    "nesting depth" => write!(f, "{at}nested {found} levels deep")?,
+                    "nesting depth" => write!(f, "{at}nested at least {found} levels deep")?,
                     "values" => write!(
                         f,
                         "{at}expands to at least {found} values (YAML aliases expanded)"
                     )?,
-                    "endpoints" => write!(f, "{at}the mesh would hold {found} endpoints")?,
+                    "endpoints" if context.is_empty() => {
+                        write!(f, "the mesh would hold {found} endpoints")?
+                    }
+                    "endpoints" => write!(f, "{at}its slices hold at least {found} endpoints")?,
                     _ => write!(f, "{at}has {found} {what}")?,
                 }
                 write!(

@@ -21,8 +21,10 @@
 //! scanner errs toward counting more, never less.
 
 /// The deepest nesting of mappings and sequences in `input`, a top-level
-/// collection being level 1.
-pub(crate) fn max_depth(input: &[u8]) -> usize {
+/// collection being level 1; or, as soon as the nesting passes `limit`,
+/// `limit + 1` (so the scan's memory stays bounded by the limit, not by
+/// the input).
+pub(crate) fn max_depth(input: &[u8], limit: usize) -> usize {
     let mut scan = Scan {
         b: input,
         i: 0,
@@ -31,9 +33,10 @@ pub(crate) fn max_depth(input: &[u8]) -> usize {
         block: Vec::new(),
         key_col: None,
         max: 0,
+        limit,
     };
     scan.run();
-    scan.max
+    scan.max.min(limit.saturating_add(1))
 }
 
 struct Level {
@@ -56,6 +59,7 @@ struct Scan<'a> {
     /// line, in block context.
     key_col: Option<usize>,
     max: usize,
+    limit: usize,
 }
 
 fn is_break(c: Option<u8>) -> bool {
@@ -133,7 +137,7 @@ impl Scan<'_> {
     }
 
     fn run(&mut self) {
-        loop {
+        while self.max <= self.limit {
             // Whitespace, line breaks and comments between tokens.
             loop {
                 match self.cur() {
@@ -432,8 +436,16 @@ mod tests {
             ("a: 1\n---\n- - 1\n", 2),
             ("[a, 'b]', \"c]\", d'e, [f]]", 2),
         ] {
-            assert_eq!(max_depth(input.as_bytes()), depth, "{input:?}");
+            assert_eq!(max_depth(input.as_bytes(), usize::MAX), depth, "{input:?}");
         }
+    }
+
+    #[test]
+    fn stops_once_past_the_limit() {
+        let deep = "- ".repeat(1000);
+        assert_eq!(max_depth(deep.as_bytes(), 64), 65);
+        assert_eq!(max_depth(b"[[1]]", 2), 2);
+        assert_eq!(max_depth(b"[[1]]", 1), 2);
     }
 
     /// Quotes where the scanner does not start a token hide nothing: each of
@@ -453,9 +465,9 @@ mod tests {
         ] {
             let input = format!("{before}b: {deep}{after}");
             assert!(
-                max_depth(input.as_bytes()) >= 100,
+                max_depth(input.as_bytes(), usize::MAX) >= 100,
                 "{input:?}: {}",
-                max_depth(input.as_bytes())
+                max_depth(input.as_bytes(), usize::MAX)
             );
         }
     }
@@ -484,11 +496,11 @@ mod tests {
         fn measures_serialized_values_exactly(v in value()) {
             let want = depth_of(&v);
             let json = serde_json::to_string(&v).unwrap();
-            prop_assert_eq!(max_depth(json.as_bytes()), want, "{}", json);
+            prop_assert_eq!(max_depth(json.as_bytes(), usize::MAX), want, "{}", json);
             let pretty = serde_json::to_string_pretty(&v).unwrap();
-            prop_assert_eq!(max_depth(pretty.as_bytes()), want, "{}", pretty);
+            prop_assert_eq!(max_depth(pretty.as_bytes(), usize::MAX), want, "{}", pretty);
             let yaml = serde_yaml_ng::to_string(&v).unwrap();
-            prop_assert_eq!(max_depth(yaml.as_bytes()), want, "{}", yaml);
+            prop_assert_eq!(max_depth(yaml.as_bytes(), usize::MAX), want, "{}", yaml);
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::model::Object;
 use crate::nesting;
 use crate::read::{self, Budget, Stop};
 use crate::validate::{self, Interner, SliceOutcome};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The objects found in an input, in input order, and what was skipped.
@@ -26,6 +27,12 @@ pub struct Parsed {
     /// Objects seen so far, skipped ones included, against `max_objects`.
     seen: usize,
     max_objects: usize,
+    /// Endpoints of the slices in the input by slice, before validation:
+    /// an input that alone is over `max_endpoints` is refused before its
+    /// slices are validated (the mesh total is checked again when applied).
+    slice_endpoints: HashMap<(String, String), usize>,
+    endpoints: usize,
+    max_endpoints: usize,
 }
 
 impl PartialEq for Parsed {
@@ -44,6 +51,9 @@ impl Default for Parsed {
             interner: Interner::default(),
             seen: 0,
             max_objects: Limits::default().objects_limit(),
+            slice_endpoints: HashMap::new(),
+            endpoints: 0,
+            max_endpoints: Limits::default().endpoints_limit(),
         }
     }
 }
@@ -68,7 +78,7 @@ pub fn parse_with_limits(input: &[u8], limits: &Limits) -> Result<Parsed, Error>
             "",
         ));
     }
-    let depth = nesting::max_depth(input);
+    let depth = nesting::max_depth(input, limits.depth_limit());
     if depth > limits.depth_limit() {
         return Err(Error::limit(
             "nesting depth",
@@ -82,6 +92,7 @@ pub fn parse_with_limits(input: &[u8], limits: &Limits) -> Result<Parsed, Error>
     let input = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(input);
     let mut parsed = Parsed {
         max_objects: limits.objects_limit(),
+        max_endpoints: limits.endpoints_limit(),
         ..Parsed::default()
     };
     let first = input.iter().find(|b| !b.is_ascii_whitespace());
@@ -102,6 +113,7 @@ pub fn parse_with_limits(input: &[u8], limits: &Limits) -> Result<Parsed, Error>
                 // but report the JSON error if YAML fails as well.
                 let mut retry = Parsed {
                     max_objects: limits.objects_limit(),
+                    max_endpoints: limits.endpoints_limit(),
                     ..Parsed::default()
                 };
                 match parse_yaml(input, limits, &mut retry) {
@@ -268,6 +280,40 @@ fn count_objects(n: usize, document: usize, parsed: &mut Parsed) -> Result<(), E
     Ok(())
 }
 
+/// Counts a slice's endpoints (a later copy of a slice replaces an earlier
+/// one, as it will in the mesh) against `max_endpoints`, before the slice
+/// is validated.
+fn count_endpoints(
+    slice: &Value,
+    namespace: String,
+    name: String,
+    document: usize,
+    parsed: &mut Parsed,
+) -> Result<(), Error> {
+    if slice.get("addressType").and_then(Value::as_str) == Some("FQDN") {
+        return Ok(());
+    }
+    let n = slice
+        .get("endpoints")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let old = parsed
+        .slice_endpoints
+        .insert((namespace, name), n)
+        .unwrap_or(0);
+    parsed.endpoints = parsed.endpoints - old + n;
+    if parsed.endpoints > parsed.max_endpoints {
+        return Err(Error::limit(
+            "endpoints",
+            "max_endpoints",
+            parsed.max_endpoints,
+            parsed.endpoints,
+            format!("document {document}"),
+        ));
+    }
+    Ok(())
+}
+
 fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -364,6 +410,7 @@ fn add_object(mut value: Value, document: usize, parsed: &mut Parsed) -> Result<
                     ),
                 ));
             }
+            count_endpoints(&value, namespace, name, document, parsed)?;
             let raw = typed(value, &object)?;
             match validate::endpoint_slice(raw, &mut parsed.interner)? {
                 SliceOutcome::Usable(slice) => {

@@ -185,7 +185,7 @@ fn nesting_past_max_depth_is_refused_in_json_yaml_flow_and_yaml_block() {
         );
         assert!(
             err.to_string().starts_with(
-                "nested 65 levels deep, over the limit of 64; raise it with Limits::max_depth"
+                "nested at least 65 levels deep, over the limit of 64; raise it with Limits::max_depth"
             ),
             "{name}: {err}"
         );
@@ -199,9 +199,10 @@ fn nesting_past_max_depth_is_refused_in_json_yaml_flow_and_yaml_block() {
     }
 }
 
-/// Nesting far past what the parsers allow (128) is measured whole by the
-/// byte pre-scan, before any parser runs: libyaml would spend minutes on
-/// these before its own recursion limit could refuse them.
+/// Nesting far past what the parsers allow (128) is refused by the byte
+/// pre-scan, before any parser runs (its error names no document: the
+/// reader's would): libyaml would spend minutes on these before its own
+/// recursion limit could refuse them.
 #[test]
 fn very_deep_nesting_is_refused_by_the_pre_scan() {
     let mesh = loaded(Limits::default());
@@ -216,9 +217,15 @@ fn very_deep_nesting_is_refused_by_the_pre_scan() {
         ),
     ] {
         let err = refused(&mesh, &input);
-        let (what, limit, found) = limit_of(&err).unwrap_or_else(|| panic!("{name}: {err}"));
-        assert_eq!((what, limit), ("nesting depth", 64), "{name}");
-        assert!(found > 128, "{name}: the pre-scan measured {found}");
+        assert_eq!(
+            limit_of(&err),
+            Some(("nesting depth", 64, 65)),
+            "{name}: {err}"
+        );
+        assert!(
+            err.to_string().starts_with("nested at least 65"),
+            "{name}: {err}"
+        );
     }
 }
 
@@ -365,18 +372,35 @@ fn endpoints_past_max_endpoints_are_refused_counting_what_the_mesh_holds() {
     mesh.delete(Kind::EndpointSlice, "default", "web-1")
         .unwrap();
     mesh.update(extra.into_iter().map(Update::Apply)).unwrap();
-    // A List of many full slices, refused as a whole.
+    // An input that alone is over is refused before its slices are
+    // validated; a slice given twice counts once (the later one wins).
     let mesh = loaded(Limits::new().max_endpoints(2500));
     let big = list((0..3).map(|i| slice(&format!("big-{i}"), 10 * i as u8 + 1, 1000)));
+    let err = refused(&mesh, &big);
+    assert_eq!(limit_of(&err), Some(("endpoints", 2500, 3000)));
+    assert!(
+        err.to_string().starts_with(
+            "document 1: its slices hold at least 3000 endpoints, over the limit of 2500"
+        ),
+        "{err}"
+    );
+    let before = state(&mesh);
+    assert_eq!(
+        limit_of(&mesh.replace(&big).unwrap_err()),
+        Some(("endpoints", 2500, 3000))
+    );
+    assert_eq!(state(&mesh), before);
+    let twice = list([
+        slice("big-0", 1, 1000),
+        slice("big-0", 1, 1000),
+        slice("big-1", 11, 1000),
+    ]);
+    assert!(mesh.apply(&twice).unwrap().changed);
+    let mesh = loaded(Limits::new().max_endpoints(3001));
     assert_eq!(
         limit_of(&refused(&mesh, &big)),
-        Some(("endpoints", 2500, 3002))
+        Some(("endpoints", 3001, 3002))
     );
-    // A replace counts only what it leaves: the input itself.
-    let before = state(&mesh);
-    let err = mesh.replace(&big).unwrap_err();
-    assert_eq!(limit_of(&err), Some(("endpoints", 2500, 3000)));
-    assert_eq!(state(&mesh), before);
     let raised = loaded(Limits::new().max_endpoints(3002));
     assert!(raised.apply(&big).unwrap().changed);
 }
