@@ -71,6 +71,7 @@ var (
 	ErrOther                = &Error{Code: C.POBOX_ERR_OTHER}
 	ErrBadArgument          = &Error{Code: C.POBOX_ERR_BAD_ARGUMENT}
 	ErrIO                   = &Error{Code: C.POBOX_ERR_IO}
+	ErrLimit                = &Error{Code: C.POBOX_ERR_LIMIT}
 	ErrClosed         error = fmt.Errorf("pobox: the mesh is closed")
 	ErrProxyStopped   error = fmt.Errorf("pobox: the proxy is stopped")
 )

@@ -134,6 +134,27 @@ type Options struct {
 	NodeIPs []netip.Addr
 	// ClusterDomain is the cluster DNS domain; "" means cluster.local.
 	ClusterDomain string
+	// Limits bound what an Apply may cost; nil keeps every default.
+	Limits *Limits
+}
+
+// Limits bound what one Apply may cost and what a mesh holds; an input over
+// one fails with ErrLimit and changes nothing. A zero field keeps the
+// library's default (shown).
+type Limits struct {
+	// MaxInputBytes is the largest input Apply reads (64 MiB).
+	MaxInputBytes int `json:"maxInputBytes,omitempty"`
+	// MaxDepth is the deepest nesting of mappings and sequences (64).
+	MaxDepth int `json:"maxDepth,omitempty"`
+	// MaxValues is the most values one input expands to, YAML aliases
+	// expanded (8,000,000).
+	MaxValues int `json:"maxValues,omitempty"`
+	// MaxObjects is the most objects in one input (100,000).
+	MaxObjects int `json:"maxObjects,omitempty"`
+	// MaxEndpoints is the most endpoints the mesh holds after an Apply (500,000).
+	MaxEndpoints int `json:"maxEndpoints,omitempty"`
+	// AffinityCapacity is the most session-affinity entries kept (262,144).
+	AffinityCapacity int `json:"affinityCapacity,omitempty"`
 }
 
 // Mesh holds the Services and EndpointSlices applied so far and answers
@@ -157,8 +178,10 @@ func New(opts Options) (*Mesh, error) {
 		Zone          string   `json:"zone,omitempty"`
 		NodeIPs       []string `json:"nodeIPs,omitempty"`
 		ClusterDomain string   `json:"clusterDomain,omitempty"`
+		Limits        *Limits  `json:"limits,omitempty"`
 	}
 	encoded.Node, encoded.Zone, encoded.ClusterDomain = opts.Node, opts.Zone, opts.ClusterDomain
+	encoded.Limits = opts.Limits
 	for _, ip := range opts.NodeIPs {
 		encoded.NodeIPs = append(encoded.NodeIPs, ip.String())
 	}

@@ -249,3 +249,32 @@ func TestLibraryVersion(t *testing.T) {
 		t.Fatal("no version")
 	}
 }
+
+func TestLimits(t *testing.T) {
+	m, err := New(Options{Limits: &Limits{MaxObjects: 1, AffinityCapacity: 8}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	err = m.Apply([]byte(webYAML))
+	if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), "maxObjects") {
+		t.Fatalf("Apply over MaxObjects = %v, want ErrLimit naming maxObjects", err)
+	}
+	if v := m.Version(); v != 0 {
+		t.Fatalf("version %d after a refused apply", v)
+	}
+	if Result(19).String() != "POBOX_ERR_LIMIT" || ErrLimit.Code != 19 {
+		t.Fatalf("ErrLimit is code %d, %v", ErrLimit.Code, Result(19))
+	}
+	if _, err := New(Options{Limits: &Limits{MaxDepth: -1}}); !errors.Is(err, ErrConfig) {
+		t.Fatalf("a negative limit = %v, want ErrConfig", err)
+	}
+	big, err := New(Options{Limits: &Limits{MaxObjects: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer big.Close()
+	if err := big.Apply([]byte(webYAML)); err != nil {
+		t.Fatalf("at the limit: %v", err)
+	}
+}

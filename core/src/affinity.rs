@@ -12,7 +12,10 @@
 //!   evicted, so a client spraying source addresses cannot grow memory.
 //!
 //! The table is split into shards, each behind its own mutex, so picks for
-//! different clients rarely meet. It lives beside the snapshots: every
+//! different clients rarely meet. The capacity is divided among the shards
+//! exactly (their capacities sum to it, and a capacity below the shard
+//! count makes as many shards as entries), so the table never holds more
+//! entries than configured. It lives beside the snapshots: every
 //! snapshot of a mesh shares it, and entries survive snapshot updates.
 
 use std::collections::HashMap;
@@ -214,18 +217,32 @@ impl std::fmt::Debug for Affinity {
 
 impl Affinity {
     pub(crate) fn new(capacity: usize, clock: Arc<dyn Clock>) -> Affinity {
-        let per_shard = capacity.div_ceil(SHARDS).max(1);
+        // Rounding each shard's share up would let the table hold up to
+        // SHARDS - 1 entries more than asked for (and 64 for a capacity of
+        // 1): the first `extra` shards take one entry more instead.
+        let capacity = capacity.max(1);
+        let shards = capacity.min(SHARDS);
+        let (base, extra) = (capacity / shards, capacity % shards);
         Affinity {
-            shards: (0..SHARDS)
-                .map(|_| Mutex::new(Shard::new(per_shard)))
+            shards: (0..shards)
+                .map(|i| Mutex::new(Shard::new(base + usize::from(i < extra))))
                 .collect(),
             clock,
         }
     }
 
+    /// The most entries the table holds: the sum of its shards' capacities.
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).capacity)
+            .sum()
+    }
+
     fn shard(&self, key: &Key) -> std::sync::MutexGuard<'_, Shard> {
         use std::hash::BuildHasher;
-        let i = (FoldBuild::default().hash_one(key) >> 32) as usize % SHARDS;
+        let i = (FoldBuild::default().hash_one(key) >> 32) as usize % self.shards.len();
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -299,6 +316,35 @@ mod tests {
         assert!(s.map.contains_key(&key(4)));
         assert_eq!(s.map.len(), 3);
         assert_eq!(s.nodes.len(), 3, "the evicted node's slot is reused");
+    }
+
+    #[test]
+    fn shard_capacities_sum_to_the_capacity_exactly() {
+        for capacity in [1, 2, 63, 64, 65, 100, 127, 1000, 262_144, 262_145] {
+            let a = Affinity::new(capacity, Arc::new(ManualClock::new()));
+            assert_eq!(a.capacity(), capacity, "capacity {capacity}");
+        }
+    }
+
+    #[test]
+    fn a_spray_of_clients_never_exceeds_the_capacity() {
+        for capacity in [1, 10, 100, 1000] {
+            let a = Affinity::new(capacity, Arc::new(ManualClock::new()));
+            for n in 0..20_000u32 {
+                let key = Key {
+                    slot: (1, 1),
+                    lane: 0,
+                    client: IpAddr::from(n.to_be_bytes()),
+                };
+                a.insert(key, ep(1));
+                assert!(
+                    a.len() <= capacity,
+                    "{} entries, capacity {capacity}",
+                    a.len()
+                );
+            }
+            assert_eq!(a.len(), capacity, "full, not fewer");
+        }
     }
 
     #[test]

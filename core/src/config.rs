@@ -4,6 +4,7 @@ use std::net::IpAddr;
 
 use crate::affinity::DEFAULT_AFFINITY_CAPACITY;
 use crate::error::Error;
+use crate::limits::Limits;
 use crate::validate::is_dns1123_subdomain;
 
 /// The cluster domain when none is configured.
@@ -34,6 +35,7 @@ pub struct MeshConfig {
     cluster_domain: String,
     affinity_capacity: usize,
     dns_ttl: u32,
+    limits: Limits,
 }
 
 impl Default for MeshConfig {
@@ -45,6 +47,7 @@ impl Default for MeshConfig {
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_owned(),
             affinity_capacity: DEFAULT_AFFINITY_CAPACITY,
             dns_ttl: DEFAULT_DNS_TTL,
+            limits: Limits::default(),
         }
     }
 }
@@ -105,6 +108,17 @@ impl MeshConfig {
         self.dns_ttl
     }
 
+    /// Bounds on inputs and on the endpoints held (default [`Limits::new`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits in force.
+    pub fn configured_limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// The configured node name.
     pub fn node_name(&self) -> Option<&str> {
         self.node.as_deref()
@@ -128,7 +142,10 @@ impl MeshConfig {
     /// Reads the mesh options every binding takes as a JSON object (the C
     /// ABI's `pobox_mesh_new`, the JavaScript `new Mesh(options)`):
     /// `{"node":"n1","zone":"z1","nodeIPs":["10.0.0.5"],"clusterDomain":"cluster.local"}`,
-    /// each field optional, unknown fields refused. The values are checked
+    /// each field optional, unknown fields refused. `"limits"` sets the
+    /// [`Limits`] and the affinity capacity:
+    /// `{"limits":{"maxInputBytes":67108864,"maxDepth":64,"maxValues":8000000,"maxObjects":100000,"maxEndpoints":500000,"affinityCapacity":262144}`,
+    /// each optional, an omitted one keeping its default. The values are checked
     /// when the mesh is made ([`crate::Mesh::new`]).
     ///
     /// ```
@@ -145,6 +162,17 @@ impl MeshConfig {
             #[serde(rename = "nodeIPs", default)]
             node_ips: Vec<String>,
             cluster_domain: Option<String>,
+            limits: Option<LimitOptions>,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = "camelCase")]
+        struct LimitOptions {
+            max_input_bytes: Option<usize>,
+            max_depth: Option<usize>,
+            max_values: Option<usize>,
+            max_objects: Option<usize>,
+            max_endpoints: Option<usize>,
+            affinity_capacity: Option<usize>,
         }
         let options: Options =
             serde_json::from_str(json).map_err(|e| Error::Config(format!("options: {e}")))?;
@@ -163,6 +191,28 @@ impl MeshConfig {
         }
         if let Some(domain) = options.cluster_domain {
             config = config.cluster_domain(domain);
+        }
+        if let Some(l) = options.limits {
+            let mut limits = Limits::new();
+            if let Some(v) = l.max_input_bytes {
+                limits = limits.max_input_bytes(v);
+            }
+            if let Some(v) = l.max_depth {
+                limits = limits.max_depth(v);
+            }
+            if let Some(v) = l.max_values {
+                limits = limits.max_values(v);
+            }
+            if let Some(v) = l.max_objects {
+                limits = limits.max_objects(v);
+            }
+            if let Some(v) = l.max_endpoints {
+                limits = limits.max_endpoints(v);
+            }
+            if let Some(v) = l.affinity_capacity {
+                config = config.affinity_capacity(v);
+            }
+            config = config.limits(limits);
         }
         Ok(config)
     }
@@ -194,6 +244,20 @@ impl MeshConfig {
             return Err(Error::Config(
                 "the affinity capacity must be at least 1 entry".to_owned(),
             ));
+        }
+        let l = &self.limits;
+        for (name, value) in [
+            ("maxInputBytes", l.input_bytes_limit()),
+            ("maxDepth", l.depth_limit()),
+            ("maxValues", l.values_limit()),
+            ("maxObjects", l.objects_limit()),
+            ("maxEndpoints", l.endpoints_limit()),
+        ] {
+            if value == 0 {
+                return Err(Error::Config(format!(
+                    "the limit {name} must be at least 1"
+                )));
+            }
         }
         for ip in &self.node_ips {
             if ip.is_unspecified() {
@@ -228,6 +292,45 @@ mod tests {
     }
 
     #[test]
+    fn options_json_sets_limits_and_keeps_defaults_for_the_rest() {
+        let config = MeshConfig::from_options_json(
+            r#"{"limits":{"maxInputBytes":1000,"maxDepth":8,"maxValues":90,"maxObjects":7,"maxEndpoints":6,"affinityCapacity":5}}"#,
+        )
+        .unwrap();
+        let l = config.configured_limits();
+        assert_eq!(
+            (
+                l.input_bytes_limit(),
+                l.depth_limit(),
+                l.values_limit(),
+                l.objects_limit(),
+                l.endpoints_limit(),
+                config.affinity_capacity_entries()
+            ),
+            (1000, 8, 90, 7, 6, 5)
+        );
+        let config = MeshConfig::from_options_json(r#"{"limits":{"maxDepth":8}}"#).unwrap();
+        assert_eq!(
+            *config.configured_limits(),
+            Limits::new().max_depth(8),
+            "omitted limits keep their defaults"
+        );
+        assert_eq!(
+            config.affinity_capacity_entries(),
+            crate::DEFAULT_AFFINITY_CAPACITY
+        );
+    }
+
+    #[test]
+    fn a_zero_limit_is_refused_when_the_mesh_is_made() {
+        let config = MeshConfig::from_options_json(r#"{"limits":{"maxObjects":0}}"#).unwrap();
+        assert_eq!(
+            config.validated().unwrap_err().to_string(),
+            "configuration: the limit maxObjects must be at least 1"
+        );
+    }
+
+    #[test]
     fn options_json_refuses_bad_input_with_a_message() {
         for (json, message) in [
             (
@@ -247,6 +350,18 @@ mod tests {
                 r#"configuration: options: invalid type: string "n1", expected struct Options"#,
             ),
             ("{", "configuration: options: EOF while parsing"),
+            (
+                r#"{"limits":{"maxBytes":1}}"#,
+                "configuration: options: unknown field `maxBytes`",
+            ),
+            (
+                r#"{"limits":{"maxDepth":-1}}"#,
+                "configuration: options: invalid value: integer `-1`",
+            ),
+            (
+                r#"{"limits":5}"#,
+                "configuration: options: invalid type: integer `5`, expected struct LimitOptions",
+            ),
         ] {
             let err = MeshConfig::from_options_json(json).unwrap_err();
             assert!(

@@ -38,9 +38,41 @@ pub enum Error {
     },
     /// The mesh configuration (node, zone, node IPs, cluster domain) is invalid.
     Config(String),
+    /// An input, or the mesh it would make, exceeds one of the configured
+    /// [`crate::Limits`]; it was refused before the work it bounds was done.
+    Limit {
+        /// What was measured, naming its unit: `input bytes`, `nesting depth`,
+        /// `values`, `objects`, `endpoints`.
+        what: &'static str,
+        /// The `Limits` setter (and options-JSON key) that raises it.
+        setting: &'static str,
+        /// The configured limit.
+        limit: usize,
+        /// What the input has, or at least has: counting stops at the first
+        /// value past the limit.
+        found: usize,
+        /// Where it was found: `document 2`, `List items`, ...; may be empty.
+        context: String,
+    },
 }
 
 impl Error {
+    pub(crate) fn limit(
+        what: &'static str,
+        setting: &'static str,
+        limit: usize,
+        found: usize,
+        context: impl Into<String>,
+    ) -> Self {
+        Error::Limit {
+            what,
+            setting,
+            limit,
+            found,
+            context: context.into(),
+        }
+    }
+
     pub(crate) fn invalid(
         object: impl Into<String>,
         field: impl Into<String>,
@@ -77,11 +109,60 @@ impl fmt::Display for Error {
                 }
             }
             Error::Config(message) => write!(f, "configuration: {message}"),
+            Error::Limit {
+                what,
+                setting,
+                limit,
+                found,
+                context,
+            } => {
+                let at = if context.is_empty() {
+                    String::new()
+                } else {
+                    format!("{context}: ")
+                };
+                match *what {
+                    "input bytes" => write!(f, "input is {found} bytes")?,
+                    "nesting depth" => write!(f, "{at}nested at least {found} levels deep")?,
+                    "values" => write!(
+                        f,
+                        "{at}expands to at least {found} values (YAML aliases expanded)"
+                    )?,
+                    "endpoints" if context.is_empty() => {
+                        write!(f, "the mesh would hold {found} endpoints")?
+                    }
+                    "endpoints" => write!(f, "{at}its slices hold at least {found} endpoints")?,
+                    _ => write!(f, "{at}has {found} {what}")?,
+                }
+                write!(
+                    f,
+                    ", over the limit of {limit}; raise it with Limits::{setting} (options JSON \"limits\": {{\"{}\": ...}})",
+                    camel(setting)
+                )
+            }
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+/// `max_input_bytes` → `maxInputBytes`: the options-JSON spelling of a
+/// `Limits` setter.
+fn camel(snake: &str) -> String {
+    let mut out = String::with_capacity(snake.len());
+    let mut upper = false;
+    for c in snake.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.push(c.to_ascii_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
 
 /// Why a destination did not resolve to an endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -45,10 +45,13 @@ mod error;
 mod hash;
 mod health;
 mod k8s;
+mod limits;
 mod mesh;
 mod model;
+mod nesting;
 mod parse;
 mod policy;
+mod read;
 #[cfg(feature = "runtime")]
 pub mod runtime;
 mod select;
@@ -70,12 +73,16 @@ pub use health::{
     Outcome, OutlierDetection, ANNOTATION_OUTLIER_BASE_EJECTION, ANNOTATION_OUTLIER_FAILURES,
     ANNOTATION_OUTLIER_MAX_PERCENT, ANNOTATION_OUTLIER_PANIC_PERCENT,
 };
+pub use limits::{
+    Limits, DEFAULT_MAX_DEPTH, DEFAULT_MAX_ENDPOINTS, DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_OBJECTS,
+    DEFAULT_MAX_VALUES,
+};
 pub use mesh::{ApplyReport, Changed, Mesh, Pick, Request};
 pub use model::{
     EndpointSlice, IpFamily, Kind, Object, Protocol, Service, ServiceKey, ServicePort, ServiceType,
     SessionAffinity, SliceEndpoint, SlicePort, TargetPort, TrafficPolicy, Update,
 };
-pub use parse::{parse, Parsed};
+pub use parse::{parse, parse_with_limits, Parsed};
 pub use policy::{
     reseed_thread_rng, LbPolicy, ANNOTATION_LB_POLICY, ANNOTATION_MAGLEV_TABLE_SIZE,
     ANNOTATION_RING_SIZE, ANNOTATION_WEIGHTS, DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_RING_SIZE,

@@ -104,6 +104,8 @@ struct Store {
     by_service: HashMap<ServiceKey, BTreeMap<Arc<str>, Arc<EndpointSlice>>>,
     /// Round-robin slots of live service ports, kept across rebuilds.
     slots: HashMap<ServiceKey, PortSlots>,
+    /// The endpoints of every slice in `slices`, against `max_endpoints`.
+    endpoints: usize,
 }
 
 struct Shared {
@@ -249,7 +251,7 @@ impl Mesh {
     /// Applies JSON or YAML: one object, a `List`, or multi-document YAML.
     /// All or nothing.
     pub fn apply(&self, input: &[u8]) -> Result<ApplyReport, Error> {
-        let parsed = parse::parse(input)?;
+        let parsed = parse::parse_with_limits(input, self.shared.config.configured_limits())?;
         let mut report = self.update(parsed.objects.into_iter().map(Update::Apply))?;
         report.warnings.splice(0..0, parsed.warnings);
         Ok(report)
@@ -257,7 +259,7 @@ impl Mesh {
 
     /// Replaces everything with exactly the objects in `input`. All or nothing.
     pub fn replace(&self, input: &[u8]) -> Result<ApplyReport, Error> {
-        let parsed = parse::parse(input)?;
+        let parsed = parse::parse_with_limits(input, self.shared.config.configured_limits())?;
         let mut report = self.update([Update::Reset(parsed.objects)])?;
         report.warnings.splice(0..0, parsed.warnings);
         Ok(report)
@@ -291,6 +293,17 @@ impl Mesh {
                     slice.name()
                 ));
             }
+        }
+        let endpoints = txn.endpoints_after(&store);
+        let max_endpoints = self.shared.config.configured_limits().endpoints_limit();
+        if endpoints > max_endpoints && endpoints > store.endpoints {
+            return Err(Error::limit(
+                "endpoints",
+                "max_endpoints",
+                max_endpoints,
+                endpoints,
+                "",
+            ));
         }
         let current = self.shared.current.load_full();
         if txn.is_empty() {
@@ -556,6 +569,20 @@ impl Txn {
         self.services.is_empty() && self.slices.is_empty()
     }
 
+    /// The endpoints the store will hold once this is committed.
+    fn endpoints_after(&self, store: &Store) -> usize {
+        let mut total = store.endpoints;
+        for (key, new) in &self.slices {
+            if let Some(old) = store.slices.get(key) {
+                total -= old.endpoints.len();
+            }
+            if let Some(new) = new {
+                total += new.endpoints.len();
+            }
+        }
+        total
+    }
+
     /// The staged slices by each Service they leave or join.
     fn slices_by_service<'t>(&'t self, store: &Store) -> HashMap<ServiceKey, Vec<&'t SliceKey>> {
         let mut by_service: HashMap<ServiceKey, Vec<&SliceKey>> = HashMap::new();
@@ -643,6 +670,7 @@ impl Txn {
     }
 
     fn commit(self, store: &mut Store, slots: Vec<(ServiceKey, PortSlots)>) {
+        store.endpoints = self.endpoints_after(store);
         for (key, new) in self.services {
             match new {
                 Some(s) => store.services.insert(key, s),

@@ -6,22 +6,33 @@
 //! read is an error, as is anything that fails validation.
 
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::Error;
+use crate::limits::Limits;
 use crate::model::Object;
+use crate::nesting;
+use crate::read::{self, Budget, Stop};
 use crate::validate::{self, Interner, SliceOutcome};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The objects found in an input, in input order, and what was skipped.
-#[derive(Default)]
 pub struct Parsed {
     /// The Services and EndpointSlices, validated.
     pub objects: Vec<Object>,
     /// One line per skipped object, naming it and why.
     pub warnings: Vec<String>,
     interner: Interner,
+    /// Objects seen so far, skipped ones included, against `max_objects`.
+    seen: usize,
+    max_objects: usize,
+    /// Endpoints of the slices in the input by slice, before validation:
+    /// an input that alone is over `max_endpoints` is refused before its
+    /// slices are validated (the mesh total is checked again when applied).
+    slice_endpoints: HashMap<(String, String), usize>,
+    endpoints: usize,
+    max_endpoints: usize,
 }
 
 impl PartialEq for Parsed {
@@ -32,25 +43,83 @@ impl PartialEq for Parsed {
 
 impl Eq for Parsed {}
 
+impl Default for Parsed {
+    fn default() -> Self {
+        Parsed {
+            objects: Vec::new(),
+            warnings: Vec::new(),
+            interner: Interner::default(),
+            seen: 0,
+            max_objects: Limits::default().objects_limit(),
+            slice_endpoints: HashMap::new(),
+            endpoints: 0,
+            max_endpoints: Limits::default().endpoints_limit(),
+        }
+    }
+}
+
 /// Parses JSON or YAML (one object, a List, or several `---`-separated
-/// documents) into validated objects. Nothing is applied anywhere.
+/// documents) into validated objects, within the default [`Limits`].
+/// Nothing is applied anywhere.
 pub fn parse(input: &[u8]) -> Result<Parsed, Error> {
+    parse_with_limits(input, &Limits::default())
+}
+
+/// [`parse`] within `limits`: the input size is checked first, then its
+/// nesting (on the bytes, before a parser runs), then the values it expands
+/// to and the objects it holds as it is read. See [`Limits`].
+pub fn parse_with_limits(input: &[u8], limits: &Limits) -> Result<Parsed, Error> {
+    if input.len() > limits.input_bytes_limit() {
+        return Err(Error::limit(
+            "input bytes",
+            "max_input_bytes",
+            limits.input_bytes_limit(),
+            input.len(),
+            "",
+        ));
+    }
+    let depth = nesting::max_depth(input, limits.depth_limit());
+    if depth > limits.depth_limit() {
+        return Err(Error::limit(
+            "nesting depth",
+            "max_depth",
+            limits.depth_limit(),
+            depth,
+            "",
+        ));
+    }
     // A UTF-8 byte order mark, as some editors write one, is not content.
     let input = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(input);
-    let mut parsed = Parsed::default();
+    let mut parsed = Parsed {
+        max_objects: limits.objects_limit(),
+        max_endpoints: limits.endpoints_limit(),
+        ..Parsed::default()
+    };
     let first = input.iter().find(|b| !b.is_ascii_whitespace());
     if matches!(first, Some(b'{') | Some(b'[')) {
         // JSON is YAML, but the JSON parser is faster and its errors clearer.
-        match serde_json::from_slice::<Value>(input) {
+        let mut budget = Budget::new(limits.values_limit(), limits.depth_limit());
+        match read_json(input, &mut budget) {
             Ok(value) => {
+                check_duplicates(&mut budget, &value, 1)?;
                 add_value(value, 1, &mut parsed)?;
                 return Ok(parsed);
             }
             Err(json_err) => {
+                if let Some(stop) = budget.stopped {
+                    return Err(stopped(stop, limits, 1));
+                }
                 // A YAML flow mapping can start with `{` too; fall through to YAML,
                 // but report the JSON error if YAML fails as well.
-                if parse_yaml(input, &mut parsed).is_ok() {
-                    return Ok(parsed);
+                let mut retry = Parsed {
+                    max_objects: limits.objects_limit(),
+                    max_endpoints: limits.endpoints_limit(),
+                    ..Parsed::default()
+                };
+                match parse_yaml(input, limits, &mut retry) {
+                    Ok(()) => return Ok(retry),
+                    Err(e @ Error::Limit { .. }) => return Err(e),
+                    Err(_) => {}
                 }
                 return Err(Error::Syntax {
                     document: 1,
@@ -59,8 +128,88 @@ pub fn parse(input: &[u8]) -> Result<Parsed, Error> {
             }
         }
     }
-    parse_yaml(input, &mut parsed)?;
+    parse_yaml(input, limits, &mut parsed)?;
     Ok(parsed)
+}
+
+fn read_json(input: &[u8], budget: &mut Budget) -> Result<Value, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(input);
+    let value = read::read(&mut de, budget)?;
+    de.end()?;
+    Ok(value)
+}
+
+/// The error for a reading a limit stopped.
+fn stopped(stop: Stop, limits: &Limits, document: usize) -> Error {
+    match stop {
+        Stop::Values => Error::limit(
+            "values",
+            "max_values",
+            limits.values_limit(),
+            limits.values_limit() + 1,
+            format!("document {document}"),
+        ),
+        Stop::Depth(depth) => Error::limit(
+            "nesting depth",
+            "max_depth",
+            limits.depth_limit(),
+            depth,
+            format!("document {document}"),
+        ),
+    }
+}
+
+/// Refuses a document in which a mapping repeats a key, naming the object
+/// (the document, or the List item, that holds it) and the key's path.
+fn check_duplicates(budget: &mut Budget, root: &Value, document: usize) -> Result<(), Error> {
+    let Some(duplicate) = budget.duplicate.take() else {
+        return Ok(());
+    };
+    let path = &duplicate.path;
+    // The object: a List item, an item of a top-level array, or the document.
+    let (object, item_kind, rest) = match (root, path.first(), path.get(1)) {
+        (Value::Array(items), Some(read::Segment::Index(i)), _) => (&items[*i], None, &path[1..]),
+        (Value::Object(map), Some(read::Segment::Key(k)), Some(read::Segment::Index(i)))
+            if k == "items" && map.get("items").is_some_and(Value::is_array) =>
+        {
+            let kind = map.get("kind").and_then(Value::as_str).unwrap_or("");
+            (
+                &map["items"][*i],
+                kind.strip_suffix("List").filter(|k| !k.is_empty()),
+                &path[2..],
+            )
+        }
+        _ => (root, None, &path[..]),
+    };
+    let kind = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .or(item_kind)
+        .unwrap_or("object");
+    let name = object
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("<unnamed>");
+    let namespace = object
+        .get("metadata")
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or(validate::DEFAULT_NAMESPACE);
+    let mut field = read::path_string(rest);
+    if !field.is_empty() {
+        field.push('.');
+    }
+    field.push_str(&duplicate.key);
+    Err(Error::invalid(
+        format!("{kind} {namespace}/{name} (document {document})"),
+        field,
+        format!(
+            "duplicate key {:?}: the API server refuses duplicate fields, and so does pobox rather than guess which one was meant",
+            duplicate.key
+        ),
+    ))
 }
 
 impl std::fmt::Debug for Parsed {
@@ -72,13 +221,20 @@ impl std::fmt::Debug for Parsed {
     }
 }
 
-fn parse_yaml(input: &[u8], parsed: &mut Parsed) -> Result<(), Error> {
+fn parse_yaml(input: &[u8], limits: &Limits, parsed: &mut Parsed) -> Result<(), Error> {
     let mut values = Vec::new();
+    // One budget for the whole input: `max_values` bounds the input, not
+    // each document.
+    let mut budget = Budget::new(limits.values_limit(), limits.depth_limit());
     for (i, doc) in serde_yaml_ng::Deserializer::from_slice(input).enumerate() {
-        let value = Value::deserialize(doc).map_err(|e| Error::Syntax {
-            document: i + 1,
-            message: e.to_string(),
+        let value = read::read(doc, &mut budget).map_err(|e| match budget.stopped {
+            Some(stop) => stopped(stop, limits, i + 1),
+            None => Error::Syntax {
+                document: i + 1,
+                message: e.to_string(),
+            },
         })?;
+        check_duplicates(&mut budget, &value, i + 1)?;
         values.push(value);
     }
     for (i, value) in values.into_iter().enumerate() {
@@ -92,17 +248,70 @@ fn add_value(value: Value, document: usize, parsed: &mut Parsed) -> Result<(), E
     match value {
         Value::Null => Ok(()),
         Value::Array(items) => {
+            count_objects(items.len(), document, parsed)?;
             for item in items {
                 add_object(item, document, parsed)?;
             }
             Ok(())
         }
-        Value::Object(_) => add_object(value, document, parsed),
+        Value::Object(_) => {
+            count_objects(1, document, parsed)?;
+            add_object(value, document, parsed)
+        }
         other => Err(Error::Syntax {
             document,
             message: format!("expected a Kubernetes object, found {}", type_name(&other)),
         }),
     }
+}
+
+/// Counts `n` more objects against `max_objects`, before they are read.
+fn count_objects(n: usize, document: usize, parsed: &mut Parsed) -> Result<(), Error> {
+    parsed.seen = parsed.seen.saturating_add(n);
+    if parsed.seen > parsed.max_objects {
+        return Err(Error::limit(
+            "objects",
+            "max_objects",
+            parsed.max_objects,
+            parsed.seen,
+            format!("document {document}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Counts a slice's endpoints (a later copy of a slice replaces an earlier
+/// one, as it will in the mesh) against `max_endpoints`, before the slice
+/// is validated.
+fn count_endpoints(
+    slice: &Value,
+    namespace: String,
+    name: String,
+    document: usize,
+    parsed: &mut Parsed,
+) -> Result<(), Error> {
+    if slice.get("addressType").and_then(Value::as_str) == Some("FQDN") {
+        return Ok(());
+    }
+    let n = slice
+        .get("endpoints")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let old = parsed
+        .slice_endpoints
+        .insert((namespace, name), n)
+        .unwrap_or(0);
+    parsed.endpoints = parsed.endpoints - old + n;
+    if parsed.endpoints > parsed.max_endpoints {
+        return Err(Error::limit(
+            "endpoints",
+            "max_endpoints",
+            parsed.max_endpoints,
+            parsed.endpoints,
+            format!("document {document}"),
+        ));
+    }
+    Ok(())
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -160,6 +369,9 @@ fn add_object(mut value: Value, document: usize, parsed: &mut Parsed) -> Result<
                 ))
             }
         };
+        // The List itself is not an object pobox reads; its items are.
+        parsed.seen -= 1;
+        count_objects(items.len(), document, parsed)?;
         // Items of a typed list (ServiceList) may omit kind and apiVersion;
         // the API server's own lists do.
         let item_kind = kind.strip_suffix("List").filter(|k| !k.is_empty());
@@ -198,6 +410,7 @@ fn add_object(mut value: Value, document: usize, parsed: &mut Parsed) -> Result<
                     ),
                 ));
             }
+            count_endpoints(&value, namespace, name, document, parsed)?;
             let raw = typed(value, &object)?;
             match validate::endpoint_slice(raw, &mut parsed.interner)? {
                 SliceOutcome::Usable(slice) => {

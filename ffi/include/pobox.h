@@ -201,6 +201,13 @@ typedef enum pobox_result {
    * or not local, no permission, too many open files.
    */
   POBOX_ERR_IO = 18,
+  /**
+   * An input, or the mesh it would make, is over one of the configured
+   * limits (input bytes, nesting depth, values, objects, endpoints; see
+   * the `"limits"` options of `pobox_mesh_new`); nothing was applied and
+   * the message names the limit, the value found and how to raise it.
+   */
+  POBOX_ERR_LIMIT = 19,
 } pobox_result;
 
 /**
@@ -313,7 +320,11 @@ extern "C" {
  * `options_json` may be NULL (no node, no zone, no node IPs,
  * `cluster.local`), or a JSON object with any of
  * `{"node":"n1","zone":"z1","nodeIPs":["10.0.0.5"],"clusterDomain":"cluster.local"}`;
- * unknown fields are refused (`POBOX_ERR_CONFIG`).
+ * unknown fields are refused (`POBOX_ERR_CONFIG`). `"limits"` bounds what
+ * an apply may cost, each field optional (defaults shown):
+ * `{"limits":{"maxInputBytes":67108864,"maxDepth":64,"maxValues":8000000,"maxObjects":100000,"maxEndpoints":500000,"affinityCapacity":262144}}`;
+ * an input over a limit is refused with `POBOX_ERR_LIMIT`, a limit of 0
+ * with `POBOX_ERR_CONFIG`.
  *
  * Ownership: on `POBOX_OK`, `*mesh_out` is a new mesh the caller owns and
  * frees with `pobox_mesh_free`; otherwise `*mesh_out` is left unchanged.
@@ -321,7 +332,8 @@ extern "C" {
  *
  * Thread safety: may be called from any thread.
  */
-enum pobox_result pobox_mesh_new(const char *options_json, struct pobox_mesh **mesh_out);
+enum pobox_result pobox_mesh_new(const char *options_json,
+                                 struct pobox_mesh **mesh_out);
 
 /**
  * Frees a mesh. NULL does nothing.

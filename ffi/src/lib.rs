@@ -86,6 +86,11 @@ pub enum pobox_result {
     /// The operating system refused a socket or thread: an address in use
     /// or not local, no permission, too many open files.
     POBOX_ERR_IO = 18,
+    /// An input, or the mesh it would make, is over one of the configured
+    /// limits (input bytes, nesting depth, values, objects, endpoints; see
+    /// the `"limits"` options of `pobox_mesh_new`); nothing was applied and
+    /// the message names the limit, the value found and how to raise it.
+    POBOX_ERR_LIMIT = 19,
 }
 
 use pobox_result::*;
@@ -124,6 +129,7 @@ impl From<Error> for Failure {
             Error::Invalid { .. } => POBOX_ERR_INVALID_OBJECT,
             Error::Conflict { .. } => POBOX_ERR_CONFLICT,
             Error::Config(_) => POBOX_ERR_CONFIG,
+            Error::Limit { .. } => POBOX_ERR_LIMIT,
             _ => POBOX_ERR_OTHER,
         };
         Failure::new(code, e.to_string())
@@ -548,7 +554,11 @@ fn endpoint_of(pick: pobox::Pick) -> pobox_endpoint {
 /// `options_json` may be NULL (no node, no zone, no node IPs,
 /// `cluster.local`), or a JSON object with any of
 /// `{"node":"n1","zone":"z1","nodeIPs":["10.0.0.5"],"clusterDomain":"cluster.local"}`;
-/// unknown fields are refused (`POBOX_ERR_CONFIG`).
+/// unknown fields are refused (`POBOX_ERR_CONFIG`). `"limits"` bounds what
+/// an apply may cost, each field optional (defaults shown):
+/// `{"limits":{"maxInputBytes":67108864,"maxDepth":64,"maxValues":8000000,"maxObjects":100000,"maxEndpoints":500000,"affinityCapacity":262144}}`;
+/// an input over a limit is refused with `POBOX_ERR_LIMIT`, a limit of 0
+/// with `POBOX_ERR_CONFIG`.
 ///
 /// Ownership: on `POBOX_OK`, `*mesh_out` is a new mesh the caller owns and
 /// frees with `pobox_mesh_free`; otherwise `*mesh_out` is left unchanged.
@@ -1418,6 +1428,7 @@ pub extern "C" fn pobox_result_name(result: u32) -> *const c_char {
             16 => c"POBOX_ERR_OTHER",
             17 => c"POBOX_ERR_BAD_ARGUMENT",
             18 => c"POBOX_ERR_IO",
+            19 => c"POBOX_ERR_LIMIT",
             _ => c"POBOX_ERR_UNKNOWN",
         };
         name.as_ptr()
@@ -1446,12 +1457,29 @@ mod tests {
             (POBOX_ERR_OTHER, "POBOX_ERR_OTHER"),
             (POBOX_ERR_BAD_ARGUMENT, "POBOX_ERR_BAD_ARGUMENT"),
             (POBOX_ERR_IO, "POBOX_ERR_IO"),
+            (POBOX_ERR_LIMIT, "POBOX_ERR_LIMIT"),
         ] {
             // SAFETY: pobox_result_name returns a static NUL-terminated string.
             let got = unsafe { CStr::from_ptr(pobox_result_name(code as u32)) };
             assert_eq!(got.to_str().unwrap(), name);
             assert_eq!(format!("{code:?}"), name);
         }
+    }
+
+    #[test]
+    fn a_limit_error_is_pobox_err_limit_and_past_the_last_code_is_unknown() {
+        let e = pobox::Error::Limit {
+            what: "objects",
+            setting: "max_objects",
+            limit: 1,
+            found: 2,
+            context: String::new(),
+        };
+        assert_eq!(Failure::from(e).code, POBOX_ERR_LIMIT);
+        assert_eq!(POBOX_ERR_LIMIT as u32, 19, "numbers are never reused");
+        // SAFETY: pobox_result_name returns a static NUL-terminated string.
+        let next = unsafe { CStr::from_ptr(pobox_result_name(20)) };
+        assert_eq!(next.to_str().unwrap(), "POBOX_ERR_UNKNOWN");
     }
 
     #[test]

@@ -807,6 +807,198 @@ static void test_proxy(void) {
   pobox_mesh_free(mesh);
 }
 
+/* Limits: an input over one is POBOX_ERR_LIMIT, names the options key that
+ * raises it, and leaves the mesh as it was. */
+static void test_limits(void) {
+  pobox_mesh *mesh = NULL;
+  CHECK_RESULT(pobox_mesh_new("{\"limits\":{\"maxInputBytes\":2000,\"maxDepth\":8,\"maxValues\":500,"
+                              "\"maxObjects\":3,\"maxEndpoints\":3,\"affinityCapacity\":16}}",
+                              &mesh),
+               POBOX_OK);
+  CHECK_RESULT(pobox_mesh_apply(mesh, (const uint8_t *)WEB, strlen(WEB)), POBOX_OK);
+  uint64_t before = 0, after = 0;
+  CHECK_RESULT(pobox_mesh_version(mesh, &before), POBOX_OK);
+
+  char big[2001];
+  memset(big, ' ', sizeof big);
+  CHECK_RESULT(pobox_mesh_apply(mesh, (const uint8_t *)big, sizeof big), POBOX_ERR_LIMIT);
+  CHECK(strstr(last_error(), "input is 2001 bytes, over the limit of 2000") != NULL);
+  CHECK(strstr(last_error(), "maxInputBytes") != NULL);
+  CHECK_RESULT(pobox_mesh_apply(mesh, (const uint8_t *)big, sizeof big - 1), POBOX_OK);
+
+  const char *deep = "[[[[[[[[[1]]]]]]]]]";
+  CHECK_RESULT(pobox_mesh_apply(mesh, (const uint8_t *)deep, strlen(deep)), POBOX_ERR_LIMIT);
+  CHECK(strstr(last_error(), "maxDepth") != NULL);
+
+  const char *bomb = "a: &a [x,x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
+                     "c: [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\n";
+  CHECK_RESULT(pobox_mesh_apply(mesh, (const uint8_t *)bomb, strlen(bomb)), POBOX_ERR_LIMIT);
+  CHECK(strstr(last_error(), "maxValues") != NULL);
+
+  const char *four = "{\"apiVersion\":\"v1\",\"kind\":\"List\",\"items\":["
+                     "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"a\"}},"
+                     "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"b\"}},"
+                     "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"c\"}},"
+                     "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"d\"}}]}";
+  CHECK_RESULT(pobox_mesh_apply(mesh, (const uint8_t *)four, strlen(four)), POBOX_ERR_LIMIT);
+  CHECK(strstr(last_error(), "has 4 objects, over the limit of 3") != NULL);
+
+  /* web-1 holds 3 endpoints: a fourth in another slice is one too many. */
+  const char *more =
+      "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
+      "metadata: {name: web-2, namespace: default, labels: {kubernetes.io/service-name: web}}\n"
+      "addressType: IPv4\nports: [{name: http, port: 8080}]\nendpoints: [{addresses: [10.1.0.4]}]\n";
+  CHECK_RESULT(pobox_mesh_apply(mesh, (const uint8_t *)more, strlen(more)), POBOX_ERR_LIMIT);
+  CHECK(strstr(last_error(), "the mesh would hold 4 endpoints, over the limit of 3") != NULL);
+
+  CHECK_RESULT(pobox_mesh_version(mesh, &after), POBOX_OK);
+  CHECK(after == before);
+  char out[POBOX_ADDRSTRLEN];
+  size_t written = 0;
+  CHECK_RESULT(pobox_mesh_pick(mesh, "10.96.0.10:80", NULL, out, sizeof out, &written), POBOX_OK);
+  CHECK(strcmp(out, "10.1.0.1:8080") == 0);
+  pobox_mesh_free(mesh);
+
+  /* Bad limits are configuration errors, and the output is left alone. */
+  pobox_mesh *untouched = (pobox_mesh *)&checks;
+  mesh = untouched;
+  CHECK_RESULT(pobox_mesh_new("{\"limits\":{\"maxBytes\":1}}", &mesh), POBOX_ERR_CONFIG);
+  CHECK(strstr(last_error(), "maxBytes") != NULL);
+  CHECK_RESULT(pobox_mesh_new("{\"limits\":{\"maxObjects\":0}}", &mesh), POBOX_ERR_CONFIG);
+  CHECK(strstr(last_error(), "maxObjects must be at least 1") != NULL);
+  CHECK_RESULT(pobox_mesh_new("{\"limits\":{\"affinityCapacity\":0}}", &mesh), POBOX_ERR_CONFIG);
+  CHECK_RESULT(pobox_mesh_new("{\"limits\":{\"maxDepth\":-1}}", &mesh), POBOX_ERR_CONFIG);
+  CHECK(mesh == untouched);
+
+  /* Duplicate keys are refused, as the API server's strict decoding does. */
+  mesh = new_mesh_with_web();
+  const char *dup = "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"a\",\"name\":\"b\"},"
+                    "\"spec\":{\"ports\":[{\"port\":80}]}}";
+  CHECK_RESULT(pobox_mesh_apply(mesh, (const uint8_t *)dup, strlen(dup)), POBOX_ERR_INVALID_OBJECT);
+  CHECK(strstr(last_error(), "metadata.name: duplicate key \"name\"") != NULL);
+  pobox_mesh_free(mesh);
+
+  CHECK(POBOX_ERR_LIMIT == 19);
+  CHECK(strcmp(pobox_result_name(POBOX_ERR_LIMIT), "POBOX_ERR_LIMIT") == 0);
+}
+
+static void *fail_on_this_thread(void *arg) {
+  (void)arg;
+  pobox_mesh *mesh = NULL;
+  if (pobox_mesh_new("{\"other\":1}", &mesh) != POBOX_ERR_CONFIG) return (void *)1;
+  return strstr(last_error(), "other") != NULL ? NULL : (void *)1;
+}
+
+/* The promises of pobox.h not covered by the tests above, one by one. */
+static void test_header_promises(void) {
+  pobox_mesh *mesh = new_mesh_with_web();
+  uint64_t version = 0;
+
+  /* "doc may be NULL only when doc_len is 0": an empty apply changes nothing. */
+  CHECK_RESULT(pobox_mesh_apply(mesh, NULL, 0), POBOX_OK);
+  CHECK_RESULT(pobox_mesh_version(mesh, &version), POBOX_OK);
+  CHECK(version == 1);
+
+  /* "outputs ... only on success": a failed pick writes neither out nor *written. */
+  char out[POBOX_ADDRSTRLEN];
+  memset(out, 'x', sizeof out);
+  size_t written = 12345;
+  CHECK_RESULT(pobox_mesh_pick(mesh, "10.96.0.99:80", NULL, out, sizeof out, &written),
+               POBOX_ERR_NO_SERVICE);
+  CHECK(written == 12345);
+  for (size_t i = 0; i < sizeof out; i++) CHECK(out[i] == 'x');
+  CHECK_RESULT(pobox_mesh_pick(mesh, "10.96.0.10:80", "\xff", out, sizeof out, &written),
+               POBOX_ERR_INVALID_UTF8);
+  CHECK(written == 12345);
+
+  /* pick_addr, pick_dest, pick_key: *out unchanged on failure. */
+  pobox_endpoint ep, before;
+  memset(&ep, 0xab, sizeof ep);
+  before = ep;
+  pobox_addr nowhere = v4("10.96.0.99", 80);
+  CHECK_RESULT(pobox_mesh_pick_addr(mesh, &nowhere, NULL, &ep), POBOX_ERR_NO_SERVICE);
+  CHECK(memcmp(&ep, &before, sizeof ep) == 0);
+  pobox_dest *gone = NULL;
+  CHECK_RESULT(pobox_dest_new("gone.default:80", &gone), POBOX_OK);
+  CHECK_RESULT(pobox_mesh_pick_dest(mesh, gone, NULL, &ep), POBOX_ERR_NO_SERVICE);
+  CHECK(memcmp(&ep, &before, sizeof ep) == 0);
+  CHECK_RESULT(pobox_mesh_pick_key(mesh, gone, NULL, (const uint8_t *)"k", 1, &ep), POBOX_ERR_NO_SERVICE);
+  CHECK(memcmp(&ep, &before, sizeof ep) == 0);
+  pobox_request *request = (pobox_request *)&checks;
+  CHECK_RESULT(pobox_mesh_begin(mesh, gone, NULL, NULL, 0, &ep, &request), POBOX_ERR_NO_SERVICE);
+  CHECK(memcmp(&ep, &before, sizeof ep) == 0);
+  CHECK(request == (pobox_request *)&checks);
+  pobox_dest_free(gone);
+
+  /* pobox_dest_new: "otherwise it is left unchanged". */
+  pobox_dest *dest = (pobox_dest *)&checks;
+  CHECK_RESULT(pobox_dest_new("no such:thing", &dest), POBOX_ERR_BAD_DESTINATION);
+  CHECK(dest == (pobox_dest *)&checks);
+
+  /* pobox_mesh_version: nothing written on failure. */
+  version = 777;
+  CHECK_RESULT(pobox_mesh_version(NULL, &version), POBOX_ERR_NULL_ARGUMENT);
+  CHECK(version == 777);
+
+  /* pobox_mesh_endpoints: on failure neither out nor *written. */
+  pobox_endpoint_info infos[2];
+  memset(infos, 0xcd, sizeof infos);
+  pobox_endpoint_info infos_before[2];
+  memcpy(infos_before, infos, sizeof infos);
+  written = 4242;
+  CHECK_RESULT(pobox_mesh_endpoints(mesh, "nope.default:80", 0, infos, 2, &written), POBOX_ERR_NO_SERVICE);
+  CHECK(written == 4242);
+  CHECK(memcmp(infos, infos_before, sizeof infos) == 0);
+
+  /* pobox_mesh_lookup: on BUFFER_TOO_SMALL "nothing else is written". */
+  char tiny[4];
+  memset(tiny, 'y', sizeof tiny);
+  uint16_t rcode = 999;
+  CHECK_RESULT(pobox_mesh_lookup(mesh, "web.default.svc.cluster.local", NULL, NULL, tiny, sizeof tiny,
+                                 &written, &rcode),
+               POBOX_ERR_BUFFER_TOO_SMALL);
+  CHECK(written > sizeof tiny);
+  CHECK(rcode == 999);
+  for (size_t i = 0; i < sizeof tiny; i++) CHECK(tiny[i] == 'y');
+
+  /* pobox_proxy_start: "otherwise it is left unchanged"; NULL frees do nothing. */
+  pobox_proxy *proxy = (pobox_proxy *)&checks;
+  CHECK_RESULT(pobox_proxy_start(mesh, "{\"listen\":[\"not an address\"]}", &proxy), POBOX_ERR_CONFIG);
+  CHECK(proxy == (pobox_proxy *)&checks);
+  CHECK_RESULT(pobox_proxy_start(mesh, "{\"listen\":[\"\xff\"]}", &proxy), POBOX_ERR_INVALID_UTF8);
+  CHECK(proxy == (pobox_proxy *)&checks);
+  CHECK_RESULT(pobox_proxy_metrics(NULL, out, sizeof out, &written), POBOX_ERR_NULL_ARGUMENT);
+  pobox_proxy_stop(NULL, 0);
+  pobox_proxy_free(NULL);
+  pobox_request_finish(NULL, false);
+
+  /* pobox_last_error: a successful call leaves the last error; each thread has its own. */
+  CHECK_RESULT(pobox_mesh_pick(mesh, "10.96.0.99:80", NULL, out, sizeof out, &written),
+               POBOX_ERR_NO_SERVICE);
+  CHECK_RESULT(pobox_mesh_version(mesh, &version), POBOX_OK);
+  CHECK(strstr(last_error(), "10.96.0.99:80") != NULL);
+  pthread_t other;
+  void *other_result = (void *)1;
+  CHECK(pthread_create(&other, NULL, fail_on_this_thread, NULL) == 0);
+  CHECK(pthread_join(other, &other_result) == 0);
+  CHECK(other_result == NULL);
+  CHECK(strstr(last_error(), "10.96.0.99:80") != NULL); /* not the other thread's */
+
+  /* pobox_result_name: every code by its name; numbers never reused. */
+  const char *names[] = {"POBOX_OK", "POBOX_ERR_NULL_ARGUMENT", "POBOX_ERR_INVALID_UTF8",
+                         "POBOX_ERR_BUFFER_TOO_SMALL", "POBOX_ERR_PANIC", "POBOX_ERR_CONFIG",
+                         "POBOX_ERR_SYNTAX", "POBOX_ERR_INVALID_OBJECT", "POBOX_ERR_CONFLICT",
+                         "POBOX_ERR_UNKNOWN_KIND", "POBOX_ERR_BAD_DESTINATION", "POBOX_ERR_NO_SERVICE",
+                         "POBOX_ERR_NO_PORT", "POBOX_ERR_EXTERNAL_NAME", "POBOX_ERR_NO_ENDPOINTS",
+                         "POBOX_ERR_BAD_ADDRESS", "POBOX_ERR_OTHER", "POBOX_ERR_BAD_ARGUMENT",
+                         "POBOX_ERR_IO", "POBOX_ERR_LIMIT"};
+  for (unsigned i = 0; i < sizeof names / sizeof names[0]; i++) {
+    CHECK(strcmp(pobox_result_name((pobox_result)i), names[i]) == 0);
+  }
+  CHECK(strcmp(pobox_result_name((pobox_result)20), "POBOX_ERR_UNKNOWN") == 0);
+  pobox_mesh_free(mesh);
+}
+
 int main(void) {
   test_new_and_free();
   test_pick_text();
@@ -821,6 +1013,8 @@ int main(void) {
   test_hash_key();
   test_lookup();
   test_proxy();
+  test_limits();
+  test_header_promises();
   printf("%d passed, %d failed\n", checks - failures, failures);
   return failures == 0 ? 0 : 1;
 }

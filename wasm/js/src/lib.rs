@@ -261,8 +261,8 @@ pub struct Mesh {
 #[wasm_bindgen]
 impl Mesh {
     /// An empty mesh. `options` is `undefined` or an object with any of
-    /// `node`, `zone`, `nodeIPs` (an array of strings) and `clusterDomain`,
-    /// as the C ABI takes them; unknown fields are refused.
+    /// `node`, `zone`, `nodeIPs` (an array of strings), `clusterDomain` and
+    /// `limits`, as the C ABI takes them; unknown fields are refused.
     #[wasm_bindgen(constructor)]
     pub fn new(options: Option<MeshOptions>) -> Result<Mesh, JsError> {
         let config = if let Some(options) = options {
@@ -516,6 +516,22 @@ export interface MeshOptions {
   nodeIPs?: string[];
   /** The cluster DNS domain (default `cluster.local`). */
   clusterDomain?: string;
+  /** Bounds on what one apply may cost; an input over one throws
+   * `input is ... over the limit of ...` and changes nothing. */
+  limits?: {
+    /** The largest input read, in bytes (default 64 MiB). */
+    maxInputBytes?: number;
+    /** The deepest nesting of mappings and sequences (default 64). */
+    maxDepth?: number;
+    /** The most values one input expands to, YAML aliases expanded (default 8,000,000). */
+    maxValues?: number;
+    /** The most objects in one input (default 100,000). */
+    maxObjects?: number;
+    /** The most endpoints the mesh holds after an apply (default 500,000). */
+    maxEndpoints?: number;
+    /** The most session-affinity entries kept (default 262,144). */
+    affinityCapacity?: number;
+  };
 }
 
 /** What an apply, replace or delete did. */
