@@ -15,7 +15,7 @@
 //! * no call panics, and the mesh and every destination are freed (the
 //!   leak checker runs at exit).
 //!
-//! The mesh lives across inputs (one per input is a hundred times slower);
+//! The mesh lives across inputs (one per input ran about six times slower);
 //! an input whose manifest changed it gets it freed afterwards, and the
 //! next input a new one, so every input starts from the demo cluster.
 

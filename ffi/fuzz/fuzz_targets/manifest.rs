@@ -14,7 +14,7 @@
 //! ones read the rest as JSON and apply it as JSON and, on a second mesh,
 //! as YAML.
 //!
-//! The meshes live across inputs (building one per input is a hundred
+//! The meshes live across inputs (building one per input ran about eight
 //! times slower) and are put back to the demo cluster before each input
 //! with `Update::Reset`, which changes nothing when nothing changed: so
 //! the incremental build is exercised from varied earlier states too.
