@@ -106,6 +106,13 @@ impl Destination {
             });
         }
         let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+        // `10.96.0.10.` is an address with a stray dot, not a name whose
+        // labels happen to be digits: it must not resolve as a Service.
+        if name.parse::<IpAddr>().is_ok() {
+            return Err(bad(
+                "an address cannot end in '.'; give it as IP:PORT or [IPv6]:PORT",
+            ));
+        }
         if name.is_empty() || !name.split('.').all(is_label) {
             return Err(bad(
                 "not an address or a Service name (DNS labels: lowercase letters, digits and '-')",
@@ -294,6 +301,11 @@ mod tests {
             "we_b:80",
             "web:80/icmp",
             "-web",
+            // Found by the dest_dns fuzz target: an address with a trailing
+            // dot passed as a name of digit labels.
+            "10.0.96.6.",
+            "10.0.96.6.:80",
+            "10.0.96.6.:http/TCP",
         ] {
             let err = Destination::parse(bad).unwrap_err();
             assert!(

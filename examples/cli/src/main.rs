@@ -18,7 +18,6 @@ mod dns;
 mod proxy;
 #[cfg(any(feature = "serve-dns", feature = "proxy"))]
 mod reload;
-mod replay;
 #[cfg(feature = "serve-dns")]
 mod serve;
 
@@ -333,7 +332,7 @@ fn run(out: &mut impl Write) -> Result<(), Fail> {
         "dns" => dns::dns(&load(&args)?, &args)?,
         "replay" => {
             expect_positional(1)?;
-            replay::replay(&args, &args.positional[0])?
+            replay(&args, &args.positional[0])?
         }
         "env" => dns::env(&load(&args)?, &args)?,
         #[cfg(feature = "serve-dns")]
@@ -344,6 +343,30 @@ fn run(out: &mut impl Write) -> Result<(), Fail> {
     };
     out.write_all(text.as_bytes())
         .map_err(|e| Fail::usage(format!("writing output: {e}")))
+}
+
+// === replay ===
+
+/// `replay SCRIPT [--seed N]`: reads the script and runs it with
+/// [`pobox_cli::replay::run`] on a mesh with a simulated clock.
+fn replay(args: &Args, script: &str) -> Result<String, Fail> {
+    let text = if script == "-" {
+        let mut buf = String::new();
+        std::io::stdin()
+            .read_to_string(&mut buf)
+            .map_err(|e| Fail::usage(format!("reading stdin: {e}")))?;
+        buf
+    } else {
+        std::fs::read_to_string(script).map_err(|e| Fail::usage(format!("{script}: {e}")))?
+    };
+    pobox::reseed_thread_rng(args.seed.unwrap_or(1).max(1));
+    let clock = std::sync::Arc::new(pobox::ManualClock::new());
+    let mesh = Mesh::with_clock(args.config.clone(), clock.clone())
+        .map_err(|e| Fail::usage(e.to_string()))?;
+    if !args.files.is_empty() {
+        load_into(&mesh, args)?;
+    }
+    pobox_cli::replay::run(&mesh, &clock, script, &text).map_err(Fail::usage)
 }
 
 // === services ===

@@ -18,30 +18,35 @@
 //! the current state and reports how many would move: a preview of what a
 //! rollout does to a hash policy or to affinity. A failed step prints
 //! `{"<step>":null,"error":"..."}` and the script goes on.
+//!
+//! [`run`] is the reader; the command reads the file, seeds the random
+//! source and loads `-f` inputs before calling it.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use pobox::{Client, Destination, Kind, ManualClock, Mesh, Outcome};
 use serde_json::{json, Value};
 
-use crate::{Args, Fail};
-
 /// The most synthetic clients a `mark` may use.
 const MAX_CLIENTS: u64 = 1_000_000;
 /// The most picks one `pick` step may ask for.
 const MAX_COUNT: u64 = 1_000_000;
+/// The furthest the simulated clock may move, in seconds (about 31,700
+/// years): `advance` steps beyond it fail instead of overflowing the clock.
+pub const MAX_ELAPSED_SECS: u64 = 1 << 40;
 
 struct Marked {
     dest: Destination,
     assignment: Vec<Option<SocketAddr>>,
 }
 
-struct Replay {
-    mesh: Mesh,
-    clock: Arc<ManualClock>,
+struct Replay<'m> {
+    mesh: &'m Mesh,
+    clock: &'m ManualClock,
+    /// Seconds the clock has been advanced by this script.
+    elapsed: u64,
     marks: HashMap<String, Marked>,
 }
 
@@ -79,7 +84,7 @@ fn number(v: &Value, name: &str, default: u64, max: u64) -> Result<u64, String> 
     }
 }
 
-impl Replay {
+impl Replay<'_> {
     fn step(&mut self, step: &str, arg: &Value) -> Result<Value, String> {
         match step {
             "apply" => {
@@ -129,7 +134,15 @@ impl Replay {
                 let secs = arg
                     .as_u64()
                     .ok_or("advance takes a whole number of seconds")?;
+                let elapsed = self
+                    .elapsed
+                    .checked_add(secs)
+                    .filter(|&e| e <= MAX_ELAPSED_SECS)
+                    .ok_or_else(|| {
+                        format!("advance: the simulated clock stops at {MAX_ELAPSED_SECS} s")
+                    })?;
                 self.clock.advance(Duration::from_secs(secs));
+                self.elapsed = elapsed;
                 Ok(json!(secs))
             }
             "report" => {
@@ -193,25 +206,19 @@ impl Replay {
     }
 }
 
-pub(crate) fn replay(args: &Args, script: &str) -> Result<String, Fail> {
-    let text = if script == "-" {
-        let mut buf = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut buf)
-            .map_err(|e| Fail::usage(format!("reading stdin: {e}")))?;
-        buf
-    } else {
-        std::fs::read_to_string(script).map_err(|e| Fail::usage(format!("{script}: {e}")))?
-    };
-    pobox::reseed_thread_rng(args.seed.unwrap_or(1).max(1));
-    let clock = Arc::new(ManualClock::new());
-    let mesh = Mesh::with_clock(args.config.clone(), clock.clone())
-        .map_err(|e| Fail::usage(e.to_string()))?;
-    if !args.files.is_empty() {
-        crate::load_into(&mesh, args)?;
-    }
+/// Runs a replay script on `mesh`, whose affinity clock is `clock` (a
+/// [`Mesh::with_clock`] mesh): one output line per step, as the module
+/// documentation shows. `name` labels errors (the script's path).
+///
+/// A line that is not JSON, or not an object with one key, stops the script
+/// with an error; a step that fails prints its error and the script goes on.
+/// Picks are seeded by the calling thread's random source
+/// ([`pobox::reseed_thread_rng`]), so the output is deterministic for a seed.
+pub fn run(mesh: &Mesh, clock: &ManualClock, name: &str, text: &str) -> Result<String, String> {
     let mut replay = Replay {
         mesh,
         clock,
+        elapsed: 0,
         marks: HashMap::new(),
     };
     let mut out = String::new();
@@ -220,15 +227,15 @@ pub(crate) fn replay(args: &Args, script: &str) -> Result<String, Fail> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let value: Value = serde_json::from_str(line)
-            .map_err(|e| Fail::usage(format!("{script}:{}: not JSON: {e}", n + 1)))?;
+        let value: Value =
+            serde_json::from_str(line).map_err(|e| format!("{name}:{}: not JSON: {e}", n + 1))?;
         let (step, arg) = match value.as_object() {
             Some(map) if map.len() == 1 => map.iter().next().expect("one entry"),
             _ => {
-                return Err(Fail::usage(format!(
-                    "{script}:{}: a step is an object with one key, e.g. {{\"pick\": {{...}}}}",
+                return Err(format!(
+                    "{name}:{}: a step is an object with one key, e.g. {{\"pick\": {{...}}}}",
                     n + 1
-                )))
+                ))
             }
         };
         // Written by hand to keep the key order of the documented format.
@@ -239,4 +246,52 @@ pub(crate) fn replay(args: &Args, script: &str) -> Result<String, Fail> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use pobox::MeshConfig;
+
+    use super::*;
+
+    fn replay(script: &str) -> Result<String, String> {
+        let clock = Arc::new(ManualClock::new());
+        let mesh = Mesh::with_clock(MeshConfig::new(), clock.clone()).unwrap();
+        run(&mesh, &clock, "test", script)
+    }
+
+    #[test]
+    fn advance_stops_at_the_end_of_simulated_time_instead_of_overflowing() {
+        // Found by the replay fuzz target: two huge advances overflowed the
+        // clock's Duration and panicked.
+        let max = u64::MAX;
+        let out = replay(&format!("{{\"advance\": {max}}}\n{{\"advance\": {max}}}\n")).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2);
+        for line in lines {
+            assert!(line.starts_with(r#"{"advance":null,"error":"#), "{line}");
+        }
+        let edge = MAX_ELAPSED_SECS;
+        let out = replay(&format!("{{\"advance\": {edge}}}\n{{\"advance\": 1}}\n")).unwrap();
+        assert_eq!(
+            out.lines().collect::<Vec<_>>(),
+            [
+                format!(r#"{{"advance":{edge}}}"#).as_str(),
+                r#"{"advance":null,"error":"advance: the simulated clock stops at 1099511627776 s"}"#
+            ]
+        );
+    }
+
+    #[test]
+    fn a_malformed_line_stops_the_script_and_names_the_line() {
+        assert_eq!(
+            replay("{\"advance\": 1}\n\n# comment\n[1]\n").unwrap_err(),
+            r#"test:4: a step is an object with one key, e.g. {"pick": {...}}"#
+        );
+        assert!(replay("{\"advance\": 1}\n{x\n")
+            .unwrap_err()
+            .starts_with("test:2: not JSON: "));
+    }
 }
