@@ -1,9 +1,9 @@
 //! loom models of the two lock-free protocols beside the snapshot.
 //!
 //! Run with
-//! `RUSTFLAGS="--cfg loom" cargo test -p pobox --test loom --release`
-//! (in its own target directory: the flag rebuilds everything). Without
-//! `--cfg loom` this file is empty.
+//! `cd core/loom && RUSTFLAGS="--cfg loom" cargo test --release`
+//! (a crate of its own, so the flag rebuilds loom and nothing else).
+//! Without `--cfg loom` this file is empty.
 //!
 //! arc-swap is not instrumented for loom, so the models restate the
 //! protocols of `core/src/mesh.rs` and `core/src/affinity.rs` over loom's
