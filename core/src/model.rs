@@ -151,7 +151,7 @@ impl fmt::Display for TargetPort {
 
 /// A Service's identity, `namespace/name`, cheap to clone.
 ///
-/// It hashes as the pair (namespace, name) ([`ServiceKey::hash_parts`]), so an
+/// It hashes as the pair (namespace, name) (`ServiceKey::hash_parts`), so an
 /// index keyed by `ServiceKey` can be searched with the two parts as they
 /// arrive (a DNS name, a destination) without joining them first.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
