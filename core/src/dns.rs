@@ -739,15 +739,7 @@ fn service_records(
     ttl: u32,
 ) -> Answer {
     let svc = entry.service();
-    // The Service's own name is kept in its entry: the common answer (an `A`
-    // for the Service) allocates no name.
-    let owner = || {
-        if fqdn == entry.fqdn() {
-            entry.fqdn.clone()
-        } else {
-            absolute(fqdn)
-        }
-    };
+    let owner = || absolute(fqdn);
     if let Some(target) = svc.external_name() {
         if first.is_some() {
             return Answer::of(Rcode::NxDomain);

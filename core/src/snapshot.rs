@@ -397,8 +397,6 @@ pub struct ServiceEntry {
     /// Headless Services only: the ready endpoint addresses DNS answers with
     /// (every slice, with or without ports), by address.
     dns: Box<[DnsEndpoint]>,
-    /// `<name>.<namespace>.svc.<zone>.`, the owner of its DNS records.
-    pub(crate) fqdn: Arc<str>,
 }
 
 /// A ready address of a headless Service, as DNS publishes it.
@@ -426,11 +424,6 @@ impl ServiceEntry {
     /// The validated Service.
     pub fn service(&self) -> &Service {
         &self.service
-    }
-    /// Its DNS name, `<name>.<namespace>.svc.<cluster-domain>.` (fully
-    /// qualified, with the trailing dot).
-    pub fn fqdn(&self) -> &str {
-        &self.fqdn
     }
     /// Its ports, in declaration order.
     pub fn ports(&self) -> &[Arc<PortEntry>] {
@@ -644,13 +637,6 @@ pub(crate) fn build_service<'a>(
         ports: ports.into_boxed_slice(),
         family,
         dns,
-        fqdn: format!(
-            "{}.{}.svc.{}.",
-            service.key().name(),
-            service.key().namespace(),
-            config.cluster_domain_name()
-        )
-        .into(),
     }
 }
 
