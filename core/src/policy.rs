@@ -276,14 +276,66 @@ fn ring(members: &[(SocketAddr, u32)], size: u32) -> Box<[(u64, u32)]> {
     let mut points = Vec::with_capacity(size as usize + members.len());
     for (i, (addr, weight)) in members.iter().enumerate() {
         let share = ((size as u64 * *weight as u64) / total).max(1);
-        let name = endpoint_name(*addr);
+        // `"<ip:port>_"` once, then each point's number written after it:
+        // the bytes (and so the ring) are those of `format!("{name}_{n}")`,
+        // without a string allocated and formatted per point.
+        let mut point = endpoint_name(*addr).into_bytes();
+        point.push(b'_');
+        let prefix = point.len();
         for n in 0..share {
-            let point = format!("{name}_{n}");
-            points.push((stable_hash(point.as_bytes(), 0), i as u32));
+            point.truncate(prefix);
+            push_decimal(&mut point, n);
+            points.push((stable_hash(&point, 0), i as u32));
         }
     }
-    points.sort_unstable();
+    // Points were pushed by member index, so a stable sort by hash orders
+    // them as sorting the (hash, index) tuples would: the same ring.
+    sort_by_hash_stable(&mut points);
     points.into_boxed_slice()
+}
+
+/// Sorts by hash, keeping the order of equal hashes: a least-significant
+/// digit radix sort, 8 bits a pass. At 256,000 points it does about a tenth
+/// of the work of a comparison sort of the tuples, which was two thirds of
+/// a ring build (callgrind).
+fn sort_by_hash_stable(points: &mut Vec<(u64, u32)>) {
+    let mut spare = vec![(0u64, 0u32); points.len()];
+    for shift in (0..64).step_by(8) {
+        let mut counts = [0usize; 256];
+        for p in points.iter() {
+            counts[(p.0 >> shift) as usize & 0xff] += 1;
+        }
+        if counts.contains(&points.len()) {
+            continue; // every point has the same digit here
+        }
+        let mut next = [0usize; 256];
+        let mut sum = 0;
+        for (slot, count) in next.iter_mut().zip(counts) {
+            *slot = sum;
+            sum += count;
+        }
+        for p in points.iter() {
+            let digit = (p.0 >> shift) as usize & 0xff;
+            spare[next[digit]] = *p;
+            next[digit] += 1;
+        }
+        std::mem::swap(points, &mut spare);
+    }
+}
+
+/// Appends `n` in decimal, as `format!("{n}")` writes it.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// The position in `members` for a hash key on a ring.
@@ -390,6 +442,36 @@ mod tests {
         }
         assert_eq!(counts.iter().min(), Some(&65));
         assert_eq!(counts.iter().max(), Some(&66));
+    }
+
+    #[test]
+    fn the_radix_sort_orders_as_the_tuple_sort() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for len in [0usize, 1, 2, 255, 256, 1000, 20_000] {
+            let mut points: Vec<(u64, u32)> = (0..len)
+                .map(|i| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Few distinct hashes in places, so ties are common.
+                    let hash = if i % 3 == 0 { x % 64 } else { x };
+                    (hash, i as u32)
+                })
+                .collect();
+            let mut expected = points.clone();
+            expected.sort_unstable();
+            sort_by_hash_stable(&mut points);
+            assert_eq!(points, expected, "{len} points");
+        }
+    }
+
+    #[test]
+    fn push_decimal_writes_what_format_writes() {
+        for n in [0u64, 1, 9, 10, 99, 100, 255_999, 1 << 40, u64::MAX] {
+            let mut out = b"10.0.0.1:80_".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("10.0.0.1:80_{n}").into_bytes());
+        }
     }
 
     #[test]
