@@ -23,6 +23,9 @@ use criterion::{criterion_group, Criterion};
 use pobox::{Client, Destination, Mesh, MeshConfig, Update};
 use serde_json::{json, Value};
 
+#[path = "common/summary.rs"]
+mod summary;
+
 // === allocation counting ===
 
 /// Counts live heap bytes, to measure what a snapshot keeps.
@@ -257,7 +260,7 @@ fn benches(c: &mut Criterion) {
         snapshot / endpoints,
         total / endpoints
     );
-    write_summary(&[
+    summary::record(&[
         (
             "memory/snapshot_bytes_per_endpoint",
             (snapshot / endpoints) as f64,
@@ -273,64 +276,10 @@ fn benches(c: &mut Criterion) {
     load(c, &table);
 }
 
-/// Writes figures (and, after a full run, criterion's medians) to
-/// `target/bench/summary.json`.
-fn write_summary(extra: &[(&str, f64)]) {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
-    let dir = root.join("bench");
-    let _ = std::fs::create_dir_all(&dir);
-    let mut summary = serde_json::Map::new();
-    for (k, v) in extra {
-        summary.insert((*k).to_owned(), json!(v));
-    }
-    let _ = std::fs::write(
-        dir.join("summary.json"),
-        serde_json::to_vec_pretty(&summary).unwrap(),
-    );
-}
-
-fn medians() {
-    // criterion writes target/criterion/<group>/<bench>/new/estimates.json.
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
-    let summary_path = root.join("bench/summary.json");
-    let mut summary: serde_json::Map<String, Value> = std::fs::read(&summary_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    let criterion = root.join("criterion");
-    let mut stack = vec![criterion.clone()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.ends_with("new/estimates.json") {
-                let name = p
-                    .parent()
-                    .and_then(|p| p.parent())
-                    .and_then(|p| p.strip_prefix(&criterion).ok())
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default();
-                if let Some(ns) = std::fs::read(&p)
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-                    .and_then(|v| v["median"]["point_estimate"].as_f64())
-                {
-                    summary.insert(format!("{name} (median ns)"), json!(ns));
-                }
-            }
-        }
-    }
-    let _ = std::fs::write(&summary_path, serde_json::to_vec_pretty(&summary).unwrap());
-}
-
 criterion_group!(group, benches);
 
 fn main() {
     group();
     Criterion::default().configure_from_args().final_summary();
-    medians();
+    summary::medians();
 }
