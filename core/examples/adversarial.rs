@@ -15,6 +15,10 @@ use std::time::Instant;
 
 use pobox::{Limits, Mesh, MeshConfig};
 
+#[path = "../tests/support/bombs.rs"]
+mod bombs;
+use bombs::{wide_bomb, BILLION_LAUGHS};
+
 fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
@@ -94,27 +98,6 @@ fn endpoint_list(slices: usize) -> Vec<u8> {
     }
     out.push_str("]}");
     out.into_bytes()
-}
-
-const BILLION_LAUGHS: &str = r#"
-a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
-b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
-c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
-d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
-e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
-f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
-g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
-h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
-i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
-"#;
-
-fn wide_bomb(anchor: usize, aliases: usize) -> Vec<u8> {
-    format!(
-        "a: &a [{}]\nb: [{}]\n",
-        vec!["x"; anchor].join(","),
-        vec!["*a"; aliases].join(",")
-    )
-    .into_bytes()
 }
 
 type Case = (&'static str, fn() -> (Limits, Vec<u8>));

@@ -8,6 +8,10 @@ use std::net::IpAddr;
 use pobox::{Client, Destination, Error, Kind, Limits, Mesh, MeshConfig, PickError, Update};
 use serde_json::{json, Value};
 
+#[path = "support/bombs.rs"]
+mod bombs;
+use bombs::{wide_bomb, BILLION_LAUGHS};
+
 // === builders ===
 
 fn service(name: &str, ip: &str) -> Value {
@@ -230,29 +234,6 @@ fn very_deep_nesting_is_refused_by_the_pre_scan() {
 }
 
 // === values: alias bombs ===
-
-const BILLION_LAUGHS: &str = r#"
-a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
-b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
-c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
-d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
-e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
-f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
-g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
-h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
-i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
-"#;
-
-/// A wide bomb: few aliases (under serde_yaml_ng's own guard of 100 alias
-/// jumps per event), each expanding a large anchor.
-fn wide_bomb(anchor: usize, aliases: usize) -> Vec<u8> {
-    format!(
-        "a: &a [{}]\nb: [{}]\n",
-        vec!["x"; anchor].join(","),
-        vec!["*a"; aliases].join(",")
-    )
-    .into_bytes()
-}
 
 #[test]
 fn a_billion_laughs_is_refused() {
