@@ -143,6 +143,11 @@ fn picks(c: &mut Criterion, mesh: &Mesh) {
     g.bench_function("vip_rr/one_service", |b| {
         b.iter(|| mesh.pick(black_box(&one), &client).unwrap())
     });
+    // The same destination through a route: resolved once per version.
+    let route = mesh.route(&one, None);
+    g.bench_function("route_rr/one_service", |b| {
+        b.iter(|| black_box(&route).pick(&client).unwrap())
+    });
     let many = destinations();
     g.bench_function("vip_rr/random_services", |b| {
         let mut i = 0;

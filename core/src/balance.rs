@@ -16,19 +16,49 @@ use std::sync::{Arc, Mutex};
 
 use crate::snapshot::Snapshot;
 
-/// Slot ids handed out and returned; ids are reused so per-thread tables stay
-/// as small as the number of live service ports.
+/// Ids handed out and returned; ids are reused so per-thread tables stay
+/// as small as the number of live owners.
 struct Pool {
     free: Vec<u32>,
     next: u32,
     generation: u32,
 }
 
-static POOL: Mutex<Pool> = Mutex::new(Pool {
-    free: Vec::new(),
-    next: 0,
-    generation: 0,
-});
+impl Pool {
+    const fn new() -> Mutex<Pool> {
+        Mutex::new(Pool {
+            free: Vec::new(),
+            next: 0,
+            generation: 0,
+        })
+    }
+
+    /// A free id and a generation never handed out before (until it wraps).
+    fn take(pool: &Mutex<Pool>) -> (u32, u32) {
+        let mut pool = pool.lock().unwrap_or_else(|e| e.into_inner());
+        pool.generation = pool.generation.wrapping_add(1);
+        let generation = pool.generation;
+        let id = match pool.free.pop() {
+            Some(id) => id,
+            None => {
+                pool.next += 1;
+                pool.next - 1
+            }
+        };
+        (id, generation)
+    }
+
+    fn give(pool: &Mutex<Pool>, id: u32) {
+        let mut pool = pool.lock().unwrap_or_else(|e| e.into_inner());
+        pool.free.push(id);
+    }
+}
+
+/// Ids of live service ports: they index every thread's cursors.
+static POOL: Mutex<Pool> = Pool::new();
+/// Ids of live [`crate::Route`]s: they index every thread's resolutions,
+/// apart from the ports' ids so that a few routes cost a few entries.
+static ROUTES: Mutex<Pool> = Pool::new();
 
 /// Lanes per slot: one per eligible set of a service port.
 pub(crate) const LANES: usize = 4;
@@ -44,16 +74,7 @@ pub(crate) struct Slot {
 
 impl Slot {
     pub(crate) fn new() -> Slot {
-        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        pool.generation = pool.generation.wrapping_add(1);
-        let generation = pool.generation;
-        let id = match pool.free.pop() {
-            Some(id) => id,
-            None => {
-                pool.next += 1;
-                pool.next - 1
-            }
-        };
+        let (id, generation) = Pool::take(&POOL);
         Slot { id, generation }
     }
 
@@ -90,8 +111,29 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        pool.free.push(self.id);
+        Pool::give(&POOL, self.id);
+    }
+}
+
+/// The identity of one [`crate::Route`]: its index in every thread's
+/// resolutions, and a generation that tells it from earlier owners of the
+/// index. Dropping it returns the index.
+#[derive(Debug)]
+pub(crate) struct RouteId {
+    pub(crate) index: u32,
+    pub(crate) generation: u32,
+}
+
+impl RouteId {
+    pub(crate) fn new() -> RouteId {
+        let (index, generation) = Pool::take(&ROUTES);
+        RouteId { index, generation }
+    }
+}
+
+impl Drop for RouteId {
+    fn drop(&mut self) {
+        Pool::give(&ROUTES, self.index);
     }
 }
 
@@ -106,12 +148,14 @@ struct Cursor {
 pub(crate) struct Cursors(Vec<Cursor>);
 
 /// The pick path's per-thread state, reached with one thread-local access
-/// per pick: the round-robin cursors, and the snapshot this thread last
-/// picked from with the id of its mesh (see `Mesh::pick`).
+/// per pick: the round-robin cursors, the snapshot this thread last
+/// picked from with the id of its mesh (see `Mesh::pick`), and what each
+/// [`crate::Route`] resolved to on this thread, by route id.
 #[derive(Default)]
 pub(crate) struct Local {
     pub(crate) cursors: Cursors,
     pub(crate) snapshot: Option<(u64, Arc<Snapshot>)>,
+    pub(crate) routes: Vec<crate::route::Resolution>,
 }
 
 thread_local! {
@@ -119,6 +163,7 @@ thread_local! {
         RefCell::new(Local {
             cursors: Cursors(Vec::new()),
             snapshot: None,
+            routes: Vec::new(),
         })
     };
 }

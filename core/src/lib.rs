@@ -52,6 +52,7 @@ mod nesting;
 mod parse;
 mod policy;
 mod read;
+mod route;
 #[cfg(feature = "runtime")]
 pub mod runtime;
 mod select;
@@ -88,5 +89,6 @@ pub use policy::{
     ANNOTATION_RING_SIZE, ANNOTATION_WEIGHTS, DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_RING_SIZE,
     MAX_MAGLEV_TABLE_SIZE, MAX_RING_SIZE, MAX_WEIGHT,
 };
+pub use route::Route;
 pub use snapshot::{DnsEndpoint, Endpoint, PortEntry, Resolved, ServiceEntry, Snapshot, Traffic};
 pub use validate::{ANNOTATION_SERVICE_ACCOUNT, DEFAULT_NAMESPACE, LABEL_SERVICE_NAME};

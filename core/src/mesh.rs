@@ -23,6 +23,7 @@ use crate::error::{Error, PickError};
 use crate::health::{Health, Outcome};
 use crate::model::{EndpointSlice, Kind, Object, Protocol, Service, ServiceKey, Update};
 use crate::parse;
+use crate::route::Route;
 use crate::snapshot::{build_service, PortEntry, ServiceEntry, Snapshot};
 
 /// The result of an apply or delete.
@@ -108,15 +109,15 @@ struct Store {
     endpoints: usize,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     /// Unique among the meshes of this process: names this mesh in the
     /// per-thread snapshot cache.
     id: u64,
     config: Arc<MeshConfig>,
-    current: ArcSwap<Snapshot>,
+    pub(crate) current: ArcSwap<Snapshot>,
     /// The version of `current`, stored just before it: what a pick
     /// compares its thread's cached snapshot with.
-    published: AtomicU64,
+    pub(crate) published: AtomicU64,
     store: Mutex<Store>,
     /// Tasks waiting in [`Mesh::changed`] for the next publish.
     waiters: Mutex<Vec<Waker>>,
@@ -375,6 +376,14 @@ impl Mesh {
             shared: self.shared.clone(),
             seen,
         }
+    }
+
+    /// A [`Route`] to `dest`: picks through it resolve the destination once
+    /// per snapshot version instead of on every pick. A Service name is
+    /// resolved in `namespace` (`default` when `None`).
+    pub fn route(&self, dest: &Destination, namespace: Option<&str>) -> Route {
+        let (affinity, clock) = self.shared.current.load().shared_parts();
+        Route::new(self.shared.clone(), dest, namespace, affinity, clock)
     }
 
     /// Resolves `dest` and picks an eligible endpoint from the current snapshot.

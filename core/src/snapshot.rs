@@ -980,46 +980,81 @@ impl<'s> Resolved<'s> {
         cursors: &mut Cursors,
     ) -> Option<&'s Endpoint> {
         let set = set_index(self.traffic, self.family);
-        let port: &'s PortEntry = self.port;
-        if let (Some(timeout), Some(ip)) = (port.affinity, client.ip) {
-            let key = affinity::Key {
-                slot: port.slot.identity(),
-                lane: set as u8,
-                client: ip,
-            };
-            if let Some(addr) = self
-                .affinity
-                .get(&key, timeout, |a| port.member(set, a).is_some())
-            {
-                if let Some(endpoint) = port.member(set, addr) {
-                    return Some(endpoint);
-                }
-            }
-            let endpoint = self.pick_by_policy(set, client, cursors)?;
-            self.affinity.insert(key, endpoint.addr());
-            return Some(endpoint);
-        }
-        self.pick_by_policy(set, client, cursors)
+        pick_in(self.port, set, self.affinity, self.clock, client, cursors)
     }
 
-    #[inline(always)]
-    fn pick_by_policy(
-        &self,
-        set: usize,
-        client: &Client<'_>,
-        cursors: &mut Cursors,
-    ) -> Option<&'s Endpoint> {
-        let port: &'s PortEntry = self.port;
-        // Only outlier detection needs the time: reading the clock costs as
-        // much as the rest of a pick.
-        let now = if port.outlier.is_some() {
-            self.clock.now()
-        } else {
-            Duration::ZERO
-        };
-        port.pick(set, client, now, cursors)
-            .map(|at| &port.endpoints[at])
+    /// The index of the eligible set this destination picks from.
+    pub(crate) fn set(&self) -> usize {
+        set_index(self.traffic, self.family)
     }
+}
+
+/// Picks from `set` of `port`: `ClientIP` session affinity first (when the
+/// port has it and the client IP is known), else the port's policy. The one
+/// pick rule, shared by [`Resolved`] and [`crate::Route`].
+#[inline(always)]
+pub(crate) fn pick_in<'p>(
+    port: &'p PortEntry,
+    set: usize,
+    affinity: &Affinity,
+    clock: &dyn Clock,
+    client: &Client<'_>,
+    cursors: &mut Cursors,
+) -> Option<&'p Endpoint> {
+    match (port.affinity, client.ip) {
+        (Some(timeout), Some(ip)) => {
+            pick_with_affinity(port, set, timeout, ip, affinity, clock, client, cursors)
+        }
+        _ => pick_by_policy(port, set, clock, client, cursors),
+    }
+}
+
+/// [`pick_in`] for a client bound (or to be bound) to an endpoint: out of
+/// line, so that the plain pick stays small enough to inline.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn pick_with_affinity<'p>(
+    port: &'p PortEntry,
+    set: usize,
+    timeout: Duration,
+    ip: IpAddr,
+    affinity: &Affinity,
+    clock: &dyn Clock,
+    client: &Client<'_>,
+    cursors: &mut Cursors,
+) -> Option<&'p Endpoint> {
+    let key = affinity::Key {
+        slot: port.slot.identity(),
+        lane: set as u8,
+        client: ip,
+    };
+    if let Some(addr) = affinity.get(&key, timeout, |a| port.member(set, a).is_some()) {
+        if let Some(endpoint) = port.member(set, addr) {
+            return Some(endpoint);
+        }
+    }
+    let endpoint = pick_by_policy(port, set, clock, client, cursors)?;
+    affinity.insert(key, endpoint.addr());
+    Some(endpoint)
+}
+
+#[inline(always)]
+fn pick_by_policy<'p>(
+    port: &'p PortEntry,
+    set: usize,
+    clock: &dyn Clock,
+    client: &Client<'_>,
+    cursors: &mut Cursors,
+) -> Option<&'p Endpoint> {
+    // Only outlier detection needs the time: reading the clock costs as
+    // much as the rest of a pick.
+    let now = if port.outlier.is_some() {
+        clock.now()
+    } else {
+        Duration::ZERO
+    };
+    port.pick(set, client, now, cursors)
+        .map(|at| &port.endpoints[at])
 }
 
 impl Snapshot {
@@ -1071,6 +1106,11 @@ impl Snapshot {
 
     pub(crate) fn affinity_entries(&self) -> usize {
         self.affinity.len()
+    }
+
+    /// The mesh's affinity table and clock, which every snapshot shares.
+    pub(crate) fn shared_parts(&self) -> (Arc<Affinity>, Arc<dyn Clock>) {
+        (self.affinity.clone(), self.clock.clone())
     }
 
     /// The number of Services.

@@ -1,0 +1,188 @@
+//! [`Route`]: one destination, resolved once per snapshot version.
+//!
+//! [`Mesh::pick`] resolves its destination on every call: a frontend hash
+//! lookup for a virtual IP, a name lookup for a Service name. A caller that
+//! sends to the same destination again and again (a connection pool, an HTTP
+//! client's dialer, a proxy's upstream) can resolve it once instead: a route
+//! remembers, per thread, the service port its destination resolved to and
+//! the snapshot version it resolved in, and resolves again only when the
+//! mesh publishes a new version. A pick through a route is then the version
+//! check and the balancing policy, nothing else: the same rule, the same
+//! per-thread round-robin cursors and the same affinity table as
+//! [`Mesh::pick`], so mixing the two gives the same sequence.
+//!
+//! [`Mesh::pick`]: crate::Mesh::pick
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::affinity::{Affinity, Clock};
+use crate::balance::{with_local, RouteId};
+use crate::dest::{Client, Destination};
+use crate::error::PickError;
+use crate::mesh::{Pick, Shared};
+use crate::snapshot::{pick_in, PortEntry};
+
+/// A destination bound to a mesh, resolved once per snapshot version on
+/// each thread that picks through it. Made by [`Mesh::route`].
+///
+/// `Send` and `Sync`: share one route between threads, or make one per
+/// thread; each thread keeps its own resolution. A route to a Service that
+/// does not exist yet is fine: its picks fail with
+/// [`PickError::NoService`] until the Service is applied.
+///
+/// What a thread resolved stays in that thread's cache (one service port,
+/// not the snapshot) until the thread picks through a route that reuses the
+/// id, or exits.
+///
+/// ```
+/// # use pobox::{Client, Mesh, MeshConfig};
+/// let mesh = Mesh::new(MeshConfig::new()).unwrap();
+/// let route = mesh.route(&"10.96.0.10:80".parse().unwrap(), None);
+/// assert!(route.pick(&Client::new()).is_err()); // no Service yet
+/// mesh.apply(br#"{"apiVersion":"v1","kind":"List","items":[
+///   {"apiVersion":"v1","kind":"Service","metadata":{"name":"web","namespace":"default"},
+///    "spec":{"clusterIP":"10.96.0.10","ports":[{"port":80,"targetPort":8080}]}},
+///   {"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice",
+///    "metadata":{"name":"web-1","namespace":"default","labels":{"kubernetes.io/service-name":"web"}},
+///    "addressType":"IPv4","ports":[{"port":8080}],"endpoints":[{"addresses":["10.1.0.1"]}]}]}"#).unwrap();
+/// assert_eq!(route.pick(&Client::new()).unwrap().addr.to_string(), "10.1.0.1:8080");
+/// ```
+///
+/// [`Mesh::route`]: crate::Mesh::route
+pub struct Route {
+    shared: Arc<Shared>,
+    dest: Destination,
+    namespace: Option<Box<str>>,
+    /// Names this route in every thread's cache; the index is reused once
+    /// the route is dropped, the generation is not.
+    id: RouteId,
+    affinity: Arc<Affinity>,
+    clock: Arc<dyn Clock>,
+}
+
+/// What a route resolved to on one thread.
+#[derive(Default)]
+pub(crate) struct Resolution {
+    /// The route's slot generation (0: never used on this thread).
+    generation: u32,
+    /// The snapshot version it was resolved in.
+    version: u64,
+    /// The service port and the index of its eligible set; `None` when the
+    /// destination did not resolve in that version.
+    port: Option<(Arc<PortEntry>, usize)>,
+}
+
+impl Route {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        dest: &Destination,
+        namespace: Option<&str>,
+        affinity: Arc<Affinity>,
+        clock: Arc<dyn Clock>,
+    ) -> Route {
+        Route {
+            shared,
+            dest: dest.clone(),
+            namespace: namespace.map(Box::from),
+            id: RouteId::new(),
+            affinity,
+            clock,
+        }
+    }
+
+    /// The destination.
+    pub fn destination(&self) -> &Destination {
+        &self.dest
+    }
+
+    /// The namespace a Service name is resolved in (`default` when `None`).
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
+    /// Picks an eligible endpoint, as [`Mesh::pick`] would for the route's
+    /// destination; the client's namespace is ignored (the route's own is
+    /// used).
+    ///
+    /// [`Mesh::pick`]: crate::Mesh::pick
+    #[inline]
+    pub fn pick(&self, client: &Client<'_>) -> Result<Pick, PickError> {
+        let mut picked = None;
+        with_local(|local| {
+            let published = self.shared.published.load(Ordering::Acquire);
+            let index = self.id.index as usize;
+            if index >= local.routes.len() {
+                local.routes.resize_with(index + 1, Resolution::default);
+            }
+            let resolution = &mut local.routes[index];
+            if resolution.generation != self.id.generation || resolution.version != published {
+                self.resolve(resolution);
+            }
+            if let Some((port, set)) = &resolution.port {
+                if let Some(endpoint) = pick_in(
+                    port,
+                    *set,
+                    &self.affinity,
+                    &*self.clock,
+                    client,
+                    &mut local.cursors,
+                ) {
+                    picked = Some(Pick {
+                        addr: endpoint.addr(),
+                        version: resolution.version,
+                    });
+                }
+            }
+        });
+        match picked {
+            Some(pick) => Ok(pick),
+            None => self.pick_failed(client),
+        }
+    }
+
+    /// Resolves the destination in the current snapshot.
+    #[cold]
+    #[inline(never)]
+    fn resolve(&self, resolution: &mut Resolution) {
+        let snapshot = self.shared.current.load();
+        let client = Client {
+            namespace: self.namespace.as_deref(),
+            ..Client::new()
+        };
+        *resolution = Resolution {
+            generation: self.id.generation,
+            version: snapshot.version(),
+            port: snapshot
+                .resolve(&self.dest, &client)
+                .ok()
+                .map(|r| (r.port_arc(), r.set())),
+        };
+    }
+
+    /// Why a pick failed, or a pick from a snapshot published since.
+    #[cold]
+    #[inline(never)]
+    fn pick_failed(&self, client: &Client<'_>) -> Result<Pick, PickError> {
+        let snapshot = self.shared.current.load();
+        let client = Client {
+            namespace: self.namespace.as_deref(),
+            ..*client
+        };
+        let endpoint = snapshot.pick(&self.dest, &client)?;
+        Ok(Pick {
+            addr: endpoint.addr(),
+            version: snapshot.version(),
+        })
+    }
+}
+
+impl fmt::Debug for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Route")
+            .field("destination", &self.dest)
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
