@@ -177,7 +177,7 @@ thread_local! {
 /// pick path.
 ///
 /// [`Clock`]: crate::Clock
-#[inline]
+#[inline(always)]
 pub(crate) fn with_local(f: impl FnOnce(&mut Local)) {
     let mut f = Some(f);
     let _ = LOCAL.try_with(|local| {

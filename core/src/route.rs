@@ -109,6 +109,18 @@ impl Route {
     /// [`Mesh::pick`]: crate::Mesh::pick
     #[inline]
     pub fn pick(&self, client: &Client<'_>) -> Result<Pick, PickError> {
+        match self.try_pick(client) {
+            Some(pick) => Ok(pick),
+            None => self.pick_failed(client),
+        }
+    }
+
+    /// [`Route::pick`] without the reason for a failure: `None` when the
+    /// destination has no Service or no eligible endpoint. For bindings that
+    /// carry a result code and fetch the message only on failure (from
+    /// [`Route::pick`], which may then find a newer snapshot and succeed).
+    #[inline]
+    pub fn try_pick(&self, client: &Client<'_>) -> Option<Pick> {
         let mut picked = None;
         with_local(|local| {
             let published = self.shared.published.load(Ordering::Acquire);
@@ -136,10 +148,7 @@ impl Route {
                 }
             }
         });
-        match picked {
-            Some(pick) => Ok(pick),
-            None => self.pick_failed(client),
-        }
+        picked
     }
 
     /// Resolves the destination in the current snapshot.

@@ -6,7 +6,11 @@
 //!   `extern "C"` function pointer the optimizer cannot see through, as a C
 //!   caller calls it;
 //! * `ffi/c_pick_batch_64` (time per pick): `pobox_mesh_pick_batch` of 64;
-//! * `ffi/c_pick_text`: `pobox_mesh_pick` with a string destination.
+//! * `ffi/c_pick_text`: `pobox_mesh_pick` with a string destination;
+//! * `ffi/rust_route_pick`: `Route::pick`, the destination resolved once
+//!   per snapshot version;
+//! * `ffi/c_route_pick`: `pobox_route_pick`, through a function pointer;
+//! * `ffi/c_route_batch_64` (time per pick): `pobox_route_pick_batch` of 64.
 //!
 //! `cargo bench -p pobox-ffi --bench pick`; the test command runs each once.
 
@@ -51,6 +55,14 @@ fn table() -> String {
         items.join(",")
     )
 }
+
+type RoutePick = unsafe extern "C" fn(
+    *const ffi::pobox_route,
+    *const ffi::pobox_addr,
+    *const u8,
+    usize,
+    *mut ffi::pobox_endpoint,
+) -> ffi::pobox_result;
 
 type PickAddr = unsafe extern "C" fn(
     *const ffi::pobox_mesh,
@@ -142,9 +154,64 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
+
+    let route = mesh.route(&dest, None);
+    group.bench_function("rust_route_pick", |b| {
+        b.iter(|| black_box(&route).pick(&Client::new()).unwrap())
+    });
+    let mut cdest = std::ptr::null_mut();
+    let mut croute = std::ptr::null_mut();
+    // SAFETY: NUL-terminated text and writable out-pointers; then live handles.
+    unsafe {
+        assert_eq!(
+            ffi::pobox_dest_new(c"10.96.1.244:80/TCP".as_ptr(), &mut cdest),
+            POBOX_OK
+        );
+        assert_eq!(
+            ffi::pobox_route_new(cmesh, cdest, std::ptr::null(), &mut croute),
+            POBOX_OK
+        );
+    }
+    let route_pick: RoutePick = black_box(ffi::pobox_route_pick);
+    group.bench_function("c_route_pick", |b| {
+        let mut out = ffi::pobox_endpoint::default();
+        b.iter(|| {
+            // SAFETY: a live route, no client, no key, a writable endpoint.
+            let r = unsafe {
+                route_pick(
+                    black_box(croute),
+                    std::ptr::null(),
+                    std::ptr::null(),
+                    0,
+                    &mut out,
+                )
+            };
+            assert_eq!(r, POBOX_OK);
+            out
+        })
+    });
+    group.throughput(Throughput::Elements(64));
+    group.bench_function("c_route_batch_64", |b| {
+        b.iter(|| {
+            // SAFETY: a live route, no clients, two arrays of 64.
+            unsafe {
+                ffi::pobox_route_pick_batch(
+                    black_box(croute),
+                    std::ptr::null(),
+                    64,
+                    eps.as_mut_ptr(),
+                    results.as_mut_ptr(),
+                )
+            }
+        })
+    });
     group.finish();
-    // SAFETY: the mesh from pobox_mesh_new, freed once.
-    unsafe { ffi::pobox_mesh_free(cmesh) };
+    // SAFETY: handles from their _new functions, each freed once.
+    unsafe {
+        ffi::pobox_route_free(croute);
+        ffi::pobox_dest_free(cdest);
+        ffi::pobox_mesh_free(cmesh);
+    }
 }
 
 criterion_group!(benches, bench);

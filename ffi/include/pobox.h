@@ -253,6 +253,20 @@ typedef struct pobox_proxy pobox_proxy;
 typedef struct pobox_request pobox_request;
 
 /**
+ * A destination bound to a mesh, resolved once per snapshot version on each
+ * thread that picks through it: the cheapest way to pick again and again
+ * for one destination (a connection pool, an upstream). Create it with
+ * `pobox_route_new`, free it with `pobox_route_free`. A route to a Service
+ * that does not exist yet is fine: its picks fail with
+ * `POBOX_ERR_NO_SERVICE` until the Service is applied.
+ *
+ * Thread safety: usable from many threads at once; each thread keeps its
+ * own resolution. It holds its mesh's state alive by itself, so it keeps
+ * working after `pobox_mesh_free` (and sees no more updates then).
+ */
+typedef struct pobox_route pobox_route;
+
+/**
  * An IP address, port and protocol, in binary: what the fast path takes and
  * returns instead of strings. Plain data, owned by whoever allocated it.
  *
@@ -488,6 +502,72 @@ enum pobox_result pobox_mesh_pick_dest(const struct pobox_mesh *mesh,
                                        const struct pobox_dest *dest,
                                        const struct pobox_addr *client,
                                        struct pobox_endpoint *out);
+
+/**
+ * Creates a route to `dest` (from `pobox_dest_new`) through `mesh`. A
+ * Service name is resolved in `namespace`, or in `default` when
+ * `namespace` is NULL.
+ *
+ * Ownership: on `POBOX_OK`, `*route_out` is a new route the caller owns
+ * and frees with `pobox_route_free`; otherwise it is left unchanged.
+ * `dest` and `namespace` are only read during the call.
+ *
+ * Thread safety: may be called from any thread.
+ */
+enum pobox_result pobox_route_new(const struct pobox_mesh *mesh,
+                                  const struct pobox_dest *dest,
+                                  const char *namespace_,
+                                  struct pobox_route **route_out);
+
+/**
+ * Frees a route. NULL does nothing.
+ *
+ * Ownership: takes back a route from `pobox_route_new`; the pointer must
+ * not be used again.
+ *
+ * Thread safety: must not run while another call uses the same route.
+ */
+void pobox_route_free(struct pobox_route *route);
+
+/**
+ * Picks an endpoint through a route, as `pobox_mesh_pick_key` picks for
+ * the route's destination. `client` may be NULL; `key` may be NULL when
+ * `key_len` is 0.
+ *
+ * On `POBOX_OK`, writes the endpoint to `*out`; otherwise leaves it unchanged.
+ *
+ * Ownership: all pointers are the caller's and only used during the call.
+ *
+ * Thread safety: may run on many threads at once, with applies too.
+ */
+enum pobox_result pobox_route_pick(const struct pobox_route *route,
+                                   const struct pobox_addr *client,
+                                   const uint8_t *key,
+                                   size_t key_len,
+                                   struct pobox_endpoint *out);
+
+/**
+ * Makes `count` picks through a route at once, one per client: the
+ * cheapest way to pick many times per call from a language whose foreign
+ * calls are costly (Go). `clients` is NULL (every client unknown) or
+ * `count` addresses, each of which may have family `POBOX_FAMILY_NONE`.
+ *
+ * For each `i < count`, `results_out[i]` gets that pick's result and, when
+ * it is `POBOX_OK`, `endpoints_out[i]` the endpoint (otherwise
+ * `endpoints_out[i]` is left unchanged). The function returns `POBOX_OK`
+ * when its arguments are usable, whatever the single picks answered;
+ * `pobox_last_error` then holds the message of the last pick that failed,
+ * if any. The output arrays may be NULL only when `count` is 0.
+ *
+ * Ownership: all arrays are the caller's and only used during the call.
+ *
+ * Thread safety: as `pobox_route_pick`.
+ */
+enum pobox_result pobox_route_pick_batch(const struct pobox_route *route,
+                                         const struct pobox_addr *clients,
+                                         size_t count,
+                                         struct pobox_endpoint *endpoints_out,
+                                         enum pobox_result *results_out);
 
 /**
  * Lists the endpoints of the service port a destination (text, as in

@@ -866,6 +866,168 @@ pub unsafe extern "C" fn pobox_mesh_pick_dest(
     }
 }
 
+/// A destination bound to a mesh, resolved once per snapshot version on each
+/// thread that picks through it: the cheapest way to pick again and again
+/// for one destination (a connection pool, an upstream). Create it with
+/// `pobox_route_new`, free it with `pobox_route_free`. A route to a Service
+/// that does not exist yet is fine: its picks fail with
+/// `POBOX_ERR_NO_SERVICE` until the Service is applied.
+///
+/// Thread safety: usable from many threads at once; each thread keeps its
+/// own resolution. It holds its mesh's state alive by itself, so it keeps
+/// working after `pobox_mesh_free` (and sees no more updates then).
+pub struct pobox_route {
+    _private: [u8; 0],
+}
+
+impl Castable for pobox_route {
+    type RustType = pobox::Route;
+}
+
+/// Creates a route to `dest` (from `pobox_dest_new`) through `mesh`. A
+/// Service name is resolved in `namespace`, or in `default` when
+/// `namespace` is NULL.
+///
+/// Ownership: on `POBOX_OK`, `*route_out` is a new route the caller owns
+/// and frees with `pobox_route_free`; otherwise it is left unchanged.
+/// `dest` and `namespace` are only read during the call.
+///
+/// Thread safety: may be called from any thread.
+#[no_mangle]
+pub unsafe extern "C" fn pobox_route_new(
+    mesh: *const pobox_mesh,
+    dest: *const pobox_dest,
+    namespace: *const c_char,
+    route_out: *mut *mut pobox_route,
+) -> pobox_result {
+    ffi_panic_boundary! {
+        // SAFETY: the caller promises mesh is NULL or a live mesh.
+        let mesh = unsafe { try_ref(mesh, "mesh") }?;
+        // SAFETY: the caller promises dest is NULL or a live destination.
+        let dest = unsafe { try_ref(dest, "dest") }?;
+        let namespace = if namespace.is_null() {
+            None
+        } else {
+            // SAFETY: not NULL; the caller promises a NUL-terminated string.
+            Some(unsafe { c_str(namespace, "namespace") }?)
+        };
+        // SAFETY: the caller promises route_out is NULL or writable.
+        let route_out = unsafe { out_ref(route_out, "route_out") }?;
+        *route_out = to_boxed_ptr::<pobox_route>(mesh.route(dest, namespace));
+        Ok(())
+    }
+}
+
+/// Frees a route. NULL does nothing.
+///
+/// Ownership: takes back a route from `pobox_route_new`; the pointer must
+/// not be used again.
+///
+/// Thread safety: must not run while another call uses the same route.
+#[no_mangle]
+pub unsafe extern "C" fn pobox_route_free(route: *mut pobox_route) {
+    ffi_panic_boundary! {
+        // SAFETY: the caller promises route is NULL or from pobox_route_new, freed once.
+        unsafe { free_box(route) }
+    }
+}
+
+/// Picks an endpoint through a route, as `pobox_mesh_pick_key` picks for
+/// the route's destination. `client` may be NULL; `key` may be NULL when
+/// `key_len` is 0.
+///
+/// On `POBOX_OK`, writes the endpoint to `*out`; otherwise leaves it unchanged.
+///
+/// Ownership: all pointers are the caller's and only used during the call.
+///
+/// Thread safety: may run on many threads at once, with applies too.
+#[no_mangle]
+pub unsafe extern "C" fn pobox_route_pick(
+    route: *const pobox_route,
+    client: *const pobox_addr,
+    key: *const u8,
+    key_len: usize,
+    out: *mut pobox_endpoint,
+) -> pobox_result {
+    ffi_panic_boundary! {
+        // SAFETY: the caller promises route is NULL or a live route.
+        let route = unsafe { try_ref(route, "route") }?;
+        // SAFETY: the caller promises client and key are readable as documented.
+        let client = unsafe { client_with_key(client, key, key_len) }?;
+        // SAFETY: the caller promises out is NULL or writable.
+        let out = unsafe { out_ref(out, "out") }?;
+        // The reason is built only for a failed pick, off the fast path.
+        *out = endpoint_of(match route.try_pick(&client) {
+            Some(pick) => pick,
+            None => route.pick(&client)?,
+        });
+        Ok(())
+    }
+}
+
+/// Makes `count` picks through a route at once, one per client: the
+/// cheapest way to pick many times per call from a language whose foreign
+/// calls are costly (Go). `clients` is NULL (every client unknown) or
+/// `count` addresses, each of which may have family `POBOX_FAMILY_NONE`.
+///
+/// For each `i < count`, `results_out[i]` gets that pick's result and, when
+/// it is `POBOX_OK`, `endpoints_out[i]` the endpoint (otherwise
+/// `endpoints_out[i]` is left unchanged). The function returns `POBOX_OK`
+/// when its arguments are usable, whatever the single picks answered;
+/// `pobox_last_error` then holds the message of the last pick that failed,
+/// if any. The output arrays may be NULL only when `count` is 0.
+///
+/// Ownership: all arrays are the caller's and only used during the call.
+///
+/// Thread safety: as `pobox_route_pick`.
+#[no_mangle]
+pub unsafe extern "C" fn pobox_route_pick_batch(
+    route: *const pobox_route,
+    clients: *const pobox_addr,
+    count: usize,
+    endpoints_out: *mut pobox_endpoint,
+    results_out: *mut pobox_result,
+) -> pobox_result {
+    ffi_panic_boundary! {
+        // SAFETY: the caller promises route is NULL or a live route.
+        let route = unsafe { try_ref(route, "route") }?;
+        let clients = if clients.is_null() {
+            None
+        } else {
+            // SAFETY: not NULL; the caller promises count readable addresses.
+            Some(unsafe { c_slice(clients, count, "clients") }?)
+        };
+        // SAFETY: the caller promises count writable endpoints.
+        let endpoints = unsafe { c_slice_mut(endpoints_out, count, "endpoints_out") }?;
+        // SAFETY: the caller promises count writable results.
+        let results = unsafe { c_slice_mut(results_out, count, "results_out") }?;
+        if let Some(clients) = clients {
+            // Check every client first: a bad one fails the call, nothing written.
+            for c in clients {
+                c.ip("client")?;
+            }
+        }
+        for (i, (endpoint, result)) in endpoints.iter_mut().zip(results).enumerate() {
+            let client = match clients {
+                Some(clients) => client_of(Some(&clients[i]))?,
+                None => Client::new(),
+            };
+            *result = match route.try_pick(&client).map_or_else(|| route.pick(&client), Ok) {
+                Ok(pick) => {
+                    *endpoint = endpoint_of(pick);
+                    POBOX_OK
+                }
+                Err(e) => {
+                    let f = Failure::from(e);
+                    set_last_error(f.message);
+                    f.code
+                }
+            };
+        }
+        Ok(())
+    }
+}
+
 /// Lists the endpoints of the service port a destination (text, as in
 /// `pobox_mesh_pick`) resolves to: the eligible ones in address order, or
 /// with `POBOX_ENDPOINTS_ALL` in `flags` every known one. An empty eligible
@@ -984,6 +1146,9 @@ unsafe fn client_with_key<'a>(
     key: *const u8,
     key_len: usize,
 ) -> Result<Client<'a>, Failure> {
+    if client.is_null() && key_len == 0 {
+        return Ok(Client::new()); // the common case, checked first
+    }
     // SAFETY: the caller promises client is NULL or readable.
     let mut c = client_of(unsafe { client.as_ref() })?;
     // SAFETY: the caller promises key_len readable bytes.

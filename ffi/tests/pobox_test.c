@@ -418,6 +418,7 @@ static const char FLIP_B[] =
 
 struct shared {
   pobox_mesh *mesh;
+  pobox_route *route; /* one route, shared by every picker */
   int bad;
 };
 
@@ -429,6 +430,9 @@ static void *picker(void *arg) {
   size_t written;
   for (int i = 0; i < PICKS; i++) {
     if (pobox_mesh_pick_addr(s->mesh, &dest, NULL, &ep) != POBOX_OK) __atomic_add_fetch(&s->bad, 1, __ATOMIC_RELAXED);
+    if (pobox_route_pick(s->route, NULL, NULL, 0, &ep) != POBOX_OK || ep.addr.port != 8080) {
+      __atomic_add_fetch(&s->bad, 1, __ATOMIC_RELAXED);
+    }
     if (pobox_mesh_pick(s->mesh, "web.default:http", NULL, out, sizeof out, &written) != POBOX_OK ||
         (strcmp(out, "10.1.0.1:8080") != 0 && strcmp(out, "10.1.0.2:8080") != 0 &&
          strcmp(out, "10.2.0.1:8080") != 0)) {
@@ -448,7 +452,11 @@ static void *applier(void *arg) {
 }
 
 static void test_threads(void) {
-  struct shared s = {new_mesh_with_web(), 0};
+  struct shared s = {new_mesh_with_web(), NULL, 0};
+  pobox_dest *vip = NULL;
+  CHECK_RESULT(pobox_dest_new("10.96.0.10:80", &vip), POBOX_OK);
+  CHECK_RESULT(pobox_route_new(s.mesh, vip, NULL, &s.route), POBOX_OK);
+  pobox_dest_free(vip);
   pthread_t threads[PICKERS + 1];
   CHECK(pthread_create(&threads[0], NULL, applier, &s) == 0);
   for (int i = 1; i <= PICKERS; i++) CHECK(pthread_create(&threads[i], NULL, picker, &s) == 0);
@@ -457,6 +465,7 @@ static void test_threads(void) {
   uint64_t version = 0;
   CHECK_RESULT(pobox_mesh_version(s.mesh, &version), POBOX_OK);
   CHECK(version == 1 + FLIPS);
+  pobox_route_free(s.route);
   pobox_mesh_free(s.mesh);
 }
 
@@ -999,6 +1008,113 @@ static void test_header_promises(void) {
   pobox_mesh_free(mesh);
 }
 
+
+/* Routes: a destination resolved once per snapshot version. */
+static void test_route(void) {
+  pobox_mesh *mesh = new_mesh_with_web();
+  pobox_dest *named = dest_of("web:http");
+  pobox_dest *vip = dest_of("10.96.0.10:80");
+  pobox_route *route = NULL, *by_vip = NULL, *elsewhere = NULL;
+  CHECK_RESULT(pobox_route_new(mesh, named, NULL, &route), POBOX_OK);
+  CHECK_RESULT(pobox_route_new(mesh, vip, "default", &by_vip), POBOX_OK);
+  CHECK_RESULT(pobox_route_new(mesh, named, "other", &elsewhere), POBOX_OK);
+  pobox_dest_free(named); /* the route keeps its own copy */
+  pobox_endpoint ep;
+  char text[64];
+
+  /* One round-robin sequence, whichever way the destination is reached. */
+  pobox_addr dest = v4("10.96.0.10", 80);
+  const char *want[4] = {"10.1.0.1:8080", "10.1.0.2:8080", "10.1.0.1:8080", "10.1.0.2:8080"};
+  for (int i = 0; i < 4; i++) {
+    memset(&ep, 0, sizeof ep);
+    pobox_result r = i == 0   ? pobox_route_pick(route, NULL, NULL, 0, &ep)
+                     : i == 1 ? pobox_mesh_pick_addr(mesh, &dest, NULL, &ep)
+                     : i == 2 ? pobox_route_pick(by_vip, NULL, NULL, 0, &ep)
+                              : pobox_route_pick(route, NULL, NULL, 0, &ep);
+    CHECK_RESULT(r, POBOX_OK);
+    addr_text(&ep.addr, text, sizeof text);
+    CHECK(strcmp(text, want[i]) == 0);
+    CHECK(ep.version == 1);
+  }
+  CHECK_RESULT(pobox_route_pick(elsewhere, NULL, NULL, 0, &ep), POBOX_ERR_NO_SERVICE);
+  CHECK(strstr(last_error(), "web") != NULL);
+
+  /* An update: the next pick sees it. */
+  CHECK_RESULT(pobox_mesh_apply(mesh, (const uint8_t *)FLIP_B, strlen(FLIP_B)), POBOX_OK);
+  CHECK_RESULT(pobox_route_pick(route, NULL, NULL, 0, &ep), POBOX_OK);
+  addr_text(&ep.addr, text, sizeof text);
+  CHECK(strcmp(text, "10.2.0.1:8080") == 0);
+  CHECK(ep.version == 2);
+
+  /* A batch, one client each (NULL: all unknown); a bad client fails the
+   * whole call and writes nothing. */
+  pobox_addr clients[3] = {v4("10.0.0.1", 0), v4("10.0.0.2", 0), v4("10.0.0.3", 0)};
+  pobox_endpoint eps[3];
+  pobox_result results[3];
+  memset(eps, 0, sizeof eps);
+  CHECK_RESULT(pobox_route_pick_batch(route, clients, 3, eps, results), POBOX_OK);
+  CHECK(results[0] == POBOX_OK && results[1] == POBOX_OK && results[2] == POBOX_OK);
+  CHECK(eps[2].addr.port == 8080 && eps[2].version == 2);
+  CHECK_RESULT(pobox_route_pick_batch(by_vip, NULL, 3, eps, results), POBOX_OK);
+  CHECK(results[2] == POBOX_OK);
+  pobox_endpoint before[3];
+  memcpy(before, eps, sizeof eps);
+  clients[1].family = 9;
+  CHECK_RESULT(pobox_route_pick_batch(route, clients, 3, eps, results), POBOX_ERR_BAD_ADDRESS);
+  CHECK(memcmp(before, eps, sizeof eps) == 0);
+  CHECK_RESULT(pobox_route_pick_batch(elsewhere, NULL, 2, eps, results), POBOX_OK);
+  CHECK(results[0] == POBOX_ERR_NO_SERVICE && results[1] == POBOX_ERR_NO_SERVICE);
+  CHECK(memcmp(before, eps, sizeof eps) == 0);
+  CHECK_RESULT(pobox_route_pick_batch(route, NULL, 0, NULL, NULL), POBOX_OK);
+
+  /* NULLs, bad text: refused, outputs untouched. */
+  pobox_endpoint untouched = ep;
+  pobox_route *none = NULL;
+  CHECK_RESULT(pobox_route_new(NULL, vip, NULL, &none), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_route_new(mesh, NULL, NULL, &none), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_route_new(mesh, vip, NULL, NULL), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_route_new(mesh, vip, "n\xffs", &none), POBOX_ERR_INVALID_UTF8);
+  CHECK(none == NULL);
+  CHECK_RESULT(pobox_route_pick(NULL, NULL, NULL, 0, &ep), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_route_pick(route, NULL, NULL, 0, NULL), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_route_pick(route, NULL, NULL, 4, &ep), POBOX_ERR_NULL_ARGUMENT);
+  CHECK(memcmp(&untouched, &ep, sizeof ep) == 0);
+  CHECK_RESULT(pobox_route_pick_batch(NULL, NULL, 1, eps, results), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_route_pick_batch(route, NULL, 1, NULL, results), POBOX_ERR_NULL_ARGUMENT);
+  CHECK_RESULT(pobox_route_pick_batch(route, NULL, 1, eps, NULL), POBOX_ERR_NULL_ARGUMENT);
+  pobox_route_free(NULL);
+
+  /* A route keeps working after its mesh is freed. */
+  pobox_mesh_free(mesh);
+  CHECK_RESULT(pobox_route_pick(by_vip, NULL, NULL, 0, &ep), POBOX_OK);
+  addr_text(&ep.addr, text, sizeof text);
+  CHECK(strcmp(text, "10.2.0.1:8080") == 0);
+
+  /* A hash key picks as pobox_mesh_pick_key does. */
+  pobox_mesh *cache = new_mesh_with(API);
+  pobox_dest *cache_dest = dest_of("cache.default:6379");
+  pobox_route *cache_route = NULL;
+  CHECK_RESULT(pobox_route_new(cache, cache_dest, NULL, &cache_route), POBOX_OK);
+  for (int k = 0; k < 20; k++) {
+    char key[16];
+    snprintf(key, sizeof key, "user-%d", k);
+    pobox_endpoint a, b;
+    memset(&a, 0, sizeof a); /* padding too: compared whole below */
+    memset(&b, 0, sizeof b);
+    CHECK_RESULT(pobox_route_pick(cache_route, NULL, (const uint8_t *)key, strlen(key), &a), POBOX_OK);
+    CHECK_RESULT(pobox_mesh_pick_key(cache, cache_dest, NULL, (const uint8_t *)key, strlen(key), &b), POBOX_OK);
+    CHECK(memcmp(&a, &b, sizeof a) == 0);
+  }
+  pobox_route_free(cache_route);
+  pobox_dest_free(cache_dest);
+  pobox_mesh_free(cache);
+
+  pobox_route_free(route);
+  pobox_route_free(by_vip);
+  pobox_route_free(elsewhere);
+  pobox_dest_free(vip);
+}
+
 int main(void) {
   test_new_and_free();
   test_pick_text();
@@ -1011,6 +1127,7 @@ int main(void) {
   test_least_request();
   test_passive_health();
   test_hash_key();
+  test_route();
   test_lookup();
   test_proxy();
   test_limits();
