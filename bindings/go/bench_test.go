@@ -44,3 +44,28 @@ func BenchmarkPickBatch(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkRoutePick(b *testing.B) {
+	m := newWeb(b)
+	rt := newRoute(b, m, "10.96.0.10:80", "")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := rt.Pick(netip.Addr{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// Reports ns per pick (not per batch): b.N counts picks.
+func BenchmarkRoutePickBatch(b *testing.B) {
+	m := newWeb(b)
+	rt := newRoute(b, m, "10.96.0.10:80", "")
+	out := make([]netip.AddrPort, batchSize)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for n := 0; n < b.N; n += len(out) {
+		if err := rt.PickBatch(nil, out); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

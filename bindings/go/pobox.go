@@ -43,19 +43,8 @@ package pobox
 
 #include <stdlib.h>
 #include <pobox.h>
+#include "pobox_go.h"
 
-// The last error is per OS thread, and a goroutine may move between threads
-// from one cgo call to the next: each wrapper fetches the message in the
-// same call that failed. On failure *err is a malloc'ed string (free it).
-static char *pobox_go_error(pobox_result r) {
-	if (r == POBOX_OK) return NULL;
-	size_t needed = 0, written = 0;
-	pobox_last_error(NULL, 0, &needed);
-	char *buf = malloc(needed > 0 ? needed : 1);
-	if (buf == NULL) return NULL;
-	if (pobox_last_error(buf, needed, &written) != POBOX_OK) buf[0] = 0;
-	return buf;
-}
 
 static pobox_result pobox_go_mesh_new(const char *options, pobox_mesh **mesh, char **err) {
 	pobox_result r = pobox_mesh_new(options, mesh);
@@ -417,32 +406,40 @@ func (m *Mesh) PickBatch(dests []netip.AddrPort, client netip.Addr, out []netip.
 		}
 		var cerr *C.char
 		C.pobox_go_pick_batch(ptr, &in[0], C.size_t(n), cclient, &eps[0], &results[0], &cerr)
-		lastFailed := -1
-		for i := 0; i < n; i++ {
-			if results[i] == C.POBOX_OK {
-				out[start+i] = fromC(&eps[i].addr)
-				continue
-			}
-			out[start+i] = netip.AddrPort{}
-			if batchErr == nil {
-				batchErr = &BatchError{}
-			}
-			batchErr.Failed = append(batchErr.Failed, BatchFailure{
-				Index: start + i,
-				Err:   &Error{Code: Result(results[i]), Message: Result(results[i]).String()},
-			})
-			lastFailed = len(batchErr.Failed) - 1
-		}
-		if cerr != nil {
-			// The library keeps the message of the chunk's last failed pick.
-			batchErr.Failed[lastFailed].Err = newError(C.pobox_result(batchErr.Failed[lastFailed].Err.Code), cerr)
-		}
+		batchErr = collectBatch(batchErr, start, n, eps[:n], results[:n], out, cerr)
 	}
 	runtime.KeepAlive(m)
 	if batchErr != nil {
 		return batchErr
 	}
 	return nil
+}
+
+// collectBatch copies one chunk of n picks, starting at out[start], from
+// the C arrays, and adds its failures to batchErr. cerr is the message of
+// the chunk's last failed pick (the library keeps only that one).
+func collectBatch(batchErr *BatchError, start, n int, eps []C.pobox_endpoint,
+	results []C.pobox_result, out []netip.AddrPort, cerr *C.char) *BatchError {
+	lastFailed := -1
+	for i := 0; i < n; i++ {
+		if results[i] == C.POBOX_OK {
+			out[start+i] = fromC(&eps[i].addr)
+			continue
+		}
+		out[start+i] = netip.AddrPort{}
+		if batchErr == nil {
+			batchErr = &BatchError{}
+		}
+		batchErr.Failed = append(batchErr.Failed, BatchFailure{
+			Index: start + i,
+			Err:   &Error{Code: Result(results[i]), Message: Result(results[i]).String()},
+		})
+		lastFailed = len(batchErr.Failed) - 1
+	}
+	if cerr != nil {
+		batchErr.Failed[lastFailed].Err = newError(C.pobox_result(batchErr.Failed[lastFailed].Err.Code), cerr)
+	}
+	return batchErr
 }
 
 // Endpoint is one endpoint of a Service port, as Endpoints lists it.
