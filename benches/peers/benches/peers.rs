@@ -164,6 +164,12 @@ fn weighted(c: &mut Criterion) {
     g.bench_function("pobox_wrr_mesh_pick", |b| {
         b.iter(|| mesh.pick(black_box(&d), &Client::new()).unwrap().addr)
     });
+    // Through a route: the destination resolved once per snapshot version,
+    // as each peer below holds its balancer for one upstream.
+    let route = mesh.route(&d, None);
+    g.bench_function("pobox_wrr_route_pick", |b| {
+        b.iter(|| black_box(&route).pick(&Client::new()).unwrap().addr)
+    });
 
     let backends: BTreeSet<pingora_load_balancing::Backend> = (0..N)
         .map(|i| {
@@ -204,9 +210,8 @@ fn weighted(c: &mut Criterion) {
 
     use rand::SeedableRng;
     use rand_distr::Distribution;
-    let alias =
-        rand_distr::WeightedAliasIndex::new((0..N).map(weight_1_100).collect::<Vec<u32>>())
-            .unwrap();
+    let alias = rand_distr::WeightedAliasIndex::new((0..N).map(weight_1_100).collect::<Vec<u32>>())
+        .unwrap();
     let addrs: Vec<SocketAddr> = (0..N).map(addr).collect();
     let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
     g.bench_function("rand_distr_alias_sample", |b| {
@@ -245,6 +250,10 @@ fn least_request(c: &mut Criterion) {
         let d = dest();
         g.bench_function(format!("pobox_mesh_pick/{n}"), |b| {
             b.iter(|| mesh.pick(black_box(&d), &Client::new()).unwrap().addr)
+        });
+        let route = mesh.route(&d, None);
+        g.bench_function(format!("pobox_route_pick/{n}"), |b| {
+            b.iter(|| black_box(&route).pick(&Client::new()).unwrap().addr)
         });
         // The pick plus in-flight accounting: begin counts the request,
         // dropping the guard ends it (what tower's PendingRequests handle does).
@@ -290,7 +299,8 @@ fn maglev(c: &mut Criterion) {
     const N: usize = 1000;
     const M: usize = 65537;
     let keys = keys();
-    let annotations = json!({"pobox.io/lb-policy": "maglev", "pobox.io/maglev-table-size": "65537"});
+    let annotations =
+        json!({"pobox.io/lb-policy": "maglev", "pobox.io/maglev-table-size": "65537"});
     let doc = k8s_json(annotations.clone(), N, None);
     let mesh = mesh_with(&doc);
     let d = dest();
@@ -301,6 +311,17 @@ fn maglev(c: &mut Criterion) {
         b.iter(|| {
             k = (k + 1) & 4095;
             mesh.pick(black_box(&d), &Client::new().key(&keys[k]))
+                .unwrap()
+                .addr
+        })
+    });
+    let route = mesh.route(&d, None);
+    let mut k = 0usize;
+    g.bench_function("pobox_route_pick_key", |b| {
+        b.iter(|| {
+            k = (k + 1) & 4095;
+            black_box(&route)
+                .pick(&Client::new().key(&keys[k]))
                 .unwrap()
                 .addr
         })
@@ -330,15 +351,23 @@ fn maglev(c: &mut Criterion) {
     g.sample_size(10);
     // pobox builds a table only as part of publishing a snapshot: move one
     // endpoint of the Service back and forth; each update rebuilds the table.
-    let flip = [objects(&doc), objects(&k8s_json_with(annotations, N, None, true))];
+    let flip = [
+        objects(&doc),
+        objects(&k8s_json_with(annotations, N, None, true)),
+    ];
     let mesh = mesh_with(&k8s_json(json!({}), 0, None));
-    mesh.update(flip[0].iter().cloned().map(Update::Apply)).unwrap();
+    mesh.update(flip[0].iter().cloned().map(Update::Apply))
+        .unwrap();
     let mut which = 0;
     g.bench_function("pobox_publish_change", |b| {
         b.iter_batched(
             || {
                 which ^= 1;
-                flip[which].iter().cloned().map(Update::Apply).collect::<Vec<_>>()
+                flip[which]
+                    .iter()
+                    .cloned()
+                    .map(Update::Apply)
+                    .collect::<Vec<_>>()
             },
             |updates| assert!(mesh.update(updates).unwrap().changed),
             BatchSize::LargeInput,
@@ -363,13 +392,18 @@ fn publish_baseline(
         objects(&k8s_json_with(json!({}), N, weight, true)),
     ];
     let mesh = mesh_with(&k8s_json(json!({}), 0, None));
-    mesh.update(flip[0].iter().cloned().map(Update::Apply)).unwrap();
+    mesh.update(flip[0].iter().cloned().map(Update::Apply))
+        .unwrap();
     let mut which = 0;
     g.bench_function("pobox_publish_change_round_robin_baseline", |b| {
         b.iter_batched(
             || {
                 which ^= 1;
-                flip[which].iter().cloned().map(Update::Apply).collect::<Vec<_>>()
+                flip[which]
+                    .iter()
+                    .cloned()
+                    .map(Update::Apply)
+                    .collect::<Vec<_>>()
             },
             |updates| assert!(mesh.update(updates).unwrap().changed),
             BatchSize::LargeInput,
@@ -382,7 +416,9 @@ fn publish_baseline(
 fn reference(c: &mut Criterion) {
     let mut g = c.benchmark_group("reference");
     let origin = std::time::Instant::now();
-    g.bench_function("std_instant_elapsed", |b| b.iter(|| black_box(&origin).elapsed()));
+    g.bench_function("std_instant_elapsed", |b| {
+        b.iter(|| black_box(&origin).elapsed())
+    });
     let mesh = mesh_with(&k8s_json(
         json!({"pobox.io/lb-policy": "weighted-round-robin"}),
         1000,
@@ -391,7 +427,12 @@ fn reference(c: &mut Criterion) {
     let d = dest();
     let snapshot = mesh.snapshot();
     g.bench_function("pobox_snapshot_resolve_only", |b| {
-        b.iter(|| snapshot.resolve(black_box(&d), &Client::new()).unwrap().family)
+        b.iter(|| {
+            snapshot
+                .resolve(black_box(&d), &Client::new())
+                .unwrap()
+                .family
+        })
     });
     g.bench_function("pobox_snapshot_pick", |b| {
         b.iter(|| snapshot.pick(black_box(&d), &Client::new()).unwrap().addr())
@@ -419,6 +460,17 @@ fn ring(c: &mut Criterion) {
         b.iter(|| {
             k = (k + 1) & 4095;
             mesh.pick(black_box(&d), &Client::new().key(&keys[k]))
+                .unwrap()
+                .addr
+        })
+    });
+    let route = mesh.route(&d, None);
+    let mut k = 0usize;
+    g.bench_function("pobox_route_pick_key", |b| {
+        b.iter(|| {
+            k = (k + 1) & 4095;
+            black_box(&route)
+                .pick(&Client::new().key(&keys[k]))
                 .unwrap()
                 .addr
         })
@@ -462,13 +514,18 @@ fn ring(c: &mut Criterion) {
         objects(&k8s_json_with(annotations, N, Some(weight_1_2), true)),
     ];
     let mesh = mesh_with(&k8s_json(json!({}), 0, None));
-    mesh.update(flip[0].iter().cloned().map(Update::Apply)).unwrap();
+    mesh.update(flip[0].iter().cloned().map(Update::Apply))
+        .unwrap();
     let mut which = 0;
     g.bench_function("pobox_publish_change", |b| {
         b.iter_batched(
             || {
                 which ^= 1;
-                flip[which].iter().cloned().map(Update::Apply).collect::<Vec<_>>()
+                flip[which]
+                    .iter()
+                    .cloned()
+                    .map(Update::Apply)
+                    .collect::<Vec<_>>()
             },
             |updates| assert!(mesh.update(updates).unwrap().changed),
             BatchSize::LargeInput,
