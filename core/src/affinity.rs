@@ -102,9 +102,18 @@ pub(crate) struct Key {
     pub client: IpAddr,
 }
 
+/// What a client is bound to: the endpoint's address, and where it was in
+/// its port's endpoints when bound (a hint that spares a search while the
+/// port's endpoints stay as they were; checked against the address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Bound {
+    pub addr: SocketAddr,
+    pub position: u32,
+}
+
 struct Node {
     key: Key,
-    endpoint: SocketAddr,
+    endpoint: Bound,
     last: Duration,
     prev: u32,
     next: u32,
@@ -165,7 +174,7 @@ impl Shard {
         }
     }
 
-    fn insert(&mut self, key: Key, endpoint: SocketAddr, now: Duration) {
+    fn insert(&mut self, key: Key, endpoint: Bound, now: Duration) {
         if let Some(&i) = self.map.get(&key) {
             let node = &mut self.nodes[i as usize];
             node.endpoint = endpoint;
@@ -246,33 +255,43 @@ impl Affinity {
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The endpoint this client is bound to, if the binding is fresh and
-    /// `still_pickable` accepts its endpoint; a stale or unpickable binding is
-    /// dropped. A hit restarts the timer.
-    pub(crate) fn get(
+    /// The time by the table's clock, for [`Affinity::get`] and
+    /// [`Affinity::insert`]: one read serves a miss and its insert.
+    pub(crate) fn now(&self) -> Duration {
+        self.clock.now()
+    }
+
+    /// What `pickable` makes of the endpoint this client is bound to, if the
+    /// binding is fresh at `now` and `pickable` accepts its endpoint (returns
+    /// `Some`); a stale or unpickable binding is dropped. A hit restarts the
+    /// timer.
+    pub(crate) fn get<T>(
         &self,
         key: &Key,
         timeout: Duration,
-        still_pickable: impl Fn(SocketAddr) -> bool,
-    ) -> Option<SocketAddr> {
-        let now = self.clock.now();
+        now: Duration,
+        pickable: impl FnOnce(Bound) -> Option<T>,
+    ) -> Option<T> {
         let mut shard = self.shard(key);
         let i = *shard.map.get(key)?;
         let node = &shard.nodes[i as usize];
-        if now.saturating_sub(node.last) >= timeout || !still_pickable(node.endpoint) {
+        let found = if now.saturating_sub(node.last) >= timeout {
+            None
+        } else {
+            pickable(node.endpoint)
+        };
+        if found.is_none() {
             shard.remove(key);
             return None;
         }
-        let endpoint = node.endpoint;
         shard.nodes[i as usize].last = now;
         shard.unlink(i);
         shard.push_front(i);
-        Some(endpoint)
+        found
     }
 
-    /// Binds the client to `endpoint` from now.
-    pub(crate) fn insert(&self, key: Key, endpoint: SocketAddr) {
-        let now = self.clock.now();
+    /// Binds the client to `endpoint` from `now`.
+    pub(crate) fn insert(&self, key: Key, endpoint: Bound, now: Duration) {
         self.shard(&key).insert(key, endpoint, now);
     }
 
@@ -297,8 +316,11 @@ mod tests {
         }
     }
 
-    fn ep(n: u8) -> SocketAddr {
-        SocketAddr::from(([10, 1, 0, n], 80))
+    fn ep(n: u8) -> Bound {
+        Bound {
+            addr: SocketAddr::from(([10, 1, 0, n], 80)),
+            position: n as u32,
+        }
     }
 
     #[test]
@@ -336,7 +358,7 @@ mod tests {
                     lane: 0,
                     client: IpAddr::from(n.to_be_bytes()),
                 };
-                a.insert(key, ep(1));
+                a.insert(key, ep(1), Duration::ZERO);
                 assert!(
                     a.len() <= capacity,
                     "{} entries, capacity {capacity}",
@@ -352,17 +374,18 @@ mod tests {
         let clock = Arc::new(ManualClock::new());
         let a = Affinity::new(100, clock.clone());
         let t = Duration::from_secs(10);
-        a.insert(key(1), ep(1));
+        a.insert(key(1), ep(1), a.now());
         clock.advance(Duration::from_secs(9));
-        assert_eq!(a.get(&key(1), t, |_| true), Some(ep(1)));
+        assert_eq!(a.get(&key(1), t, a.now(), Some), Some(ep(1)));
         // The hit restarted the timer: 9 s later it still holds.
         clock.advance(Duration::from_secs(9));
-        assert_eq!(a.get(&key(1), t, |_| true), Some(ep(1)));
+        assert_eq!(a.get(&key(1), t, a.now(), Some), Some(ep(1)));
         clock.advance(Duration::from_secs(10));
-        assert_eq!(a.get(&key(1), t, |_| true), None, "expired");
+        assert_eq!(a.get(&key(1), t, a.now(), Some), None, "expired");
         assert_eq!(a.len(), 0, "and dropped");
-        a.insert(key(2), ep(2));
-        assert_eq!(a.get(&key(2), t, |e| e != ep(2)), None, "unpickable");
+        a.insert(key(2), ep(2), a.now());
+        let unpickable = |e: Bound| (e != ep(2)).then_some(e);
+        assert_eq!(a.get(&key(2), t, a.now(), unpickable), None, "unpickable");
         assert_eq!(a.len(), 0);
     }
 }

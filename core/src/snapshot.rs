@@ -199,6 +199,21 @@ impl PortEntry {
             .map(|at| &self.endpoints[members[at] as usize])
     }
 
+    /// [`PortEntry::member`] for a binding: when the endpoint at the bound
+    /// position still has the bound address (the port's endpoints have not
+    /// changed around it), membership is a search of positions, not of
+    /// addresses.
+    fn bound_member(&self, set: usize, bound: affinity::Bound) -> Option<&Endpoint> {
+        let at = bound.position as usize;
+        match self.endpoints.get(at) {
+            Some(e) if e.addr() == bound.addr => {
+                let members = self.members(set);
+                members.binary_search(&bound.position).ok().map(|_| e)
+            }
+            _ => self.member(set, bound.addr),
+        }
+    }
+
     #[inline]
     fn members(&self, set: usize) -> &[u32] {
         match &self.balancing {
@@ -1028,13 +1043,19 @@ fn pick_with_affinity<'p>(
         lane: set as u8,
         client: ip,
     };
-    if let Some(addr) = affinity.get(&key, timeout, |a| port.member(set, a).is_some()) {
-        if let Some(endpoint) = port.member(set, addr) {
-            return Some(endpoint);
-        }
+    // One clock read for the lookup and, on a miss, the insert; one search
+    // for the bound endpoint, whose result is the answer.
+    let now = affinity.now();
+    if let Some(endpoint) = affinity.get(&key, timeout, now, |b| port.bound_member(set, b)) {
+        return Some(endpoint);
     }
-    let endpoint = pick_by_policy(port, set, clock, client, cursors)?;
-    affinity.insert(key, endpoint.addr());
+    let at = pick_position(port, set, clock, client, cursors)?;
+    let endpoint = &port.endpoints[at];
+    let bound = affinity::Bound {
+        addr: endpoint.addr(),
+        position: at as u32,
+    };
+    affinity.insert(key, bound, now);
     Some(endpoint)
 }
 
@@ -1046,6 +1067,18 @@ fn pick_by_policy<'p>(
     client: &Client<'_>,
     cursors: &mut Cursors,
 ) -> Option<&'p Endpoint> {
+    pick_position(port, set, clock, client, cursors).map(|at| &port.endpoints[at])
+}
+
+/// The position in `port.endpoints` the policy picks from `set`.
+#[inline(always)]
+fn pick_position(
+    port: &PortEntry,
+    set: usize,
+    clock: &dyn Clock,
+    client: &Client<'_>,
+    cursors: &mut Cursors,
+) -> Option<usize> {
     // Only outlier detection needs the time: reading the clock costs as
     // much as the rest of a pick.
     let now = if port.outlier.is_some() {
@@ -1054,7 +1087,6 @@ fn pick_by_policy<'p>(
         Duration::ZERO
     };
     port.pick(set, client, now, cursors)
-        .map(|at| &port.endpoints[at])
 }
 
 impl Snapshot {
