@@ -3,8 +3,9 @@
 //! it does no work at all (what V8 and proxy-wasm cost per request); with
 //! `headers IP:PORT` it makes the header host calls the pobox filter makes
 //! (read `source.address`, remove the endpoint header, read `:authority`,
-//! write the endpoint header, read `:status` of the response) and writes
-//! that fixed endpoint. Built only for `wasm32`:
+//! write the endpoint header, read `:status` of the response, which pobox
+//! does only for Services with outlier detection) and writes that fixed
+//! endpoint. Built only for `wasm32`:
 //! `cargo build --release --target wasm32-wasip1 --example floor`.
 
 #[cfg(target_arch = "wasm32")]
