@@ -71,6 +71,14 @@ impl Request {
         self.version
     }
 
+    /// Whether the outcome given to [`Request::finish`] is used (the
+    /// Service has outlier detection). When it is not, a host may skip the
+    /// work of finding it out and just drop the request (which ends it
+    /// for least-request all the same).
+    pub fn wants_outcome(&self) -> bool {
+        self.port.records_outcomes()
+    }
+
     /// Ends the request and reports how it went.
     pub fn finish(mut self, outcome: Outcome) {
         self.close();

@@ -234,6 +234,12 @@ impl PortEntry {
         Some(&self.health.as_ref()?[self.position(addr)?])
     }
 
+    /// Whether outcomes reported for this port change anything (passive
+    /// health: outlier detection is on).
+    pub(crate) fn records_outcomes(&self) -> bool {
+        self.outlier.is_some()
+    }
+
     pub(crate) fn state_of_endpoint(&self, addr: SocketAddr) -> Option<Arc<Health>> {
         self.state_of(addr).cloned()
     }

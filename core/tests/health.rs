@@ -149,6 +149,19 @@ fn in_flight_counts_survive_updates_and_hosts_can_end_explicitly() {
     assert_eq!(in_flight(&mesh, j), 0, "never below zero");
 }
 
+#[test]
+fn a_request_wants_its_outcome_only_under_outlier_detection() {
+    for (annotations, wanted) in [
+        (json!({}), false),
+        (json!({"pobox.io/lb-policy": "least-request"}), false),
+        (outlier(3, 50, 0), true),
+    ] {
+        let (mesh, _) = setup(annotations.clone(), 2);
+        let r = mesh.begin(&dest(), &Client::new()).unwrap();
+        assert_eq!(r.wants_outcome(), wanted, "{annotations}");
+    }
+}
+
 fn outlier(failures: u32, max_percent: u32, panic: u32) -> Value {
     json!({
         "pobox.io/outlier-consecutive-failures": failures.to_string(),

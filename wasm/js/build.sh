@@ -33,6 +33,11 @@ module="$target_dir/wasm32-unknown-unknown/wasm/pobox_wasm.wasm"
 rm -rf pkg
 wasm-bindgen --target nodejs --out-dir pkg/node "$module"
 wasm-bindgen --target web --out-dir pkg/web "$module"
+# The pick fast path (src/fast.js) goes into both generated modules: it
+# wraps their `Mesh` and `Destination` classes where they are declared.
+for glue in pkg/node/pobox_wasm.js pkg/web/pobox_wasm.js; do
+  cat src/fast.js >> "$glue"
+done
 # -Oz, with the features rustc enabled (wasm-opt refuses them otherwise).
 # Both targets get the same module; optimise it once when it is identical.
 wasm_opt() {

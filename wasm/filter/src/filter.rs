@@ -352,6 +352,11 @@ impl HttpContext for Http {
 
     fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
         if let Some(request) = self.request.take() {
+            if !request.wants_outcome() {
+                // No passive health for this Service: dropping the request
+                // ends it (least-request), without a host call for :status.
+                return Action::Continue;
+            }
             // Envoy's own 503 on a refused or reset connection arrives here
             // too: passive health sees every failure.
             let status = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")

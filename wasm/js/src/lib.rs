@@ -134,12 +134,12 @@ fn parse_client_ip(s: &str) -> Result<IpAddr, JsError> {
         .map_err(|_| into_error(format!("clientIp {s:?} is not an IP address")))
 }
 
-fn pick_with(
+fn pick_addr(
     mesh: &pobox::Mesh,
     dest: &pobox::Destination,
     ip: Option<IpAddr>,
     key: Option<&[u8]>,
-) -> Result<JsValue, JsError> {
+) -> Result<SocketAddr, JsError> {
     let mut client = Client::new();
     if let Some(ip) = ip {
         client = client.ip(ip);
@@ -148,7 +148,7 @@ fn pick_with(
         client = client.key(key);
     }
     let pick = mesh.pick(dest, &client).map_err(into_error)?;
-    Ok(addr_string(pick.addr))
+    Ok(pick.addr)
 }
 
 // === endpoint strings ===
@@ -330,7 +330,8 @@ impl Mesh {
     ) -> Result<JsValue, JsError> {
         let dest = pobox::Destination::parse(dest).map_err(into_error)?;
         let (ip, key) = client_parts(client_ip, key.as_deref())?;
-        pick_with(&self.inner, &dest, ip, key.as_deref())
+        let addr = pick_addr(&self.inner, &dest, ip, key.as_deref())?;
+        Ok(addr_string(addr))
     }
 
     /// Parses `dest` once, for many picks ([`Destination::pick`]); faster
@@ -485,23 +486,128 @@ impl Destination {
     /// Picks an endpoint, as [`Mesh::pick`] does for this destination. The
     /// fast path: the key, if any, is a string here (a header or cookie
     /// value), which crosses into WebAssembly cheaper than any value.
+    ///
+    /// The package replaces this method with `src/fast.js`, which picks
+    /// through [`Destination::pick_slot`]; this one gives the same answers
+    /// when the module is used without it.
     #[wasm_bindgen(unchecked_return_type = "string")]
     pub fn pick(
         &self,
         #[wasm_bindgen(js_name = clientIp)] client_ip: Option<String>,
         key: Option<String>,
     ) -> Result<JsValue, JsError> {
+        let addr = self.pick_addr(client_ip, key)?;
+        Ok(addr_string(addr))
+    }
+
+    /// [`Destination::pick`] for `src/fast.js`: the endpoint's slot (a
+    /// number that names one address for the life of the module), whose
+    /// string the JavaScript side keeps, instead of the string itself. A number crosses back without the externref and the
+    /// result array a `Result<JsValue, JsError>` costs, about half of a
+    /// whole pick from JavaScript. [`PICK_FAILED`]: the error waits in
+    /// [`take_pick_error`]; [`NO_SLOT`]: the endpoint is in
+    /// [`endpoint_string`]`(NO_SLOT)`.
+    #[wasm_bindgen(js_name = __pickSlot, skip_typescript)]
+    pub fn pick_slot(&self, client_ip: Option<String>, key: Option<String>) -> u32 {
+        match self.pick_addr(client_ip, key) {
+            Ok(addr) => slot_of(addr),
+            Err(e) => {
+                PICK_ERROR.with(|last| *last.borrow_mut() = Some(e));
+                PICK_FAILED
+            }
+        }
+    }
+
+    fn pick_addr(
+        &self,
+        client_ip: Option<String>,
+        key: Option<String>,
+    ) -> Result<SocketAddr, JsError> {
         let ip = match client_ip {
             None => None,
             Some(s) => Some(parse_client_ip(&s)?),
         };
-        pick_with(
+        pick_addr(
             &self.mesh,
             &self.dest,
             ip,
             key.as_deref().map(str::as_bytes),
         )
     }
+}
+
+// === endpoint slots, for src/fast.js ===
+
+/// [`Destination::pick_slot`] failed: the error is in [`take_pick_error`].
+pub const PICK_FAILED: u32 = u32::MAX;
+
+/// [`Destination::pick_slot`] found the slot table full: the endpoint is
+/// in [`endpoint_string`]`(NO_SLOT)` until the next pick.
+pub const NO_SLOT: u32 = u32::MAX - 1;
+
+/// The most endpoint addresses given a slot; past it, picks of new
+/// addresses answer [`NO_SLOT`] (slower, still right).
+const SLOTS_MAX: usize = 16_384;
+
+/// Endpoint addresses by slot, and slots by address. A slot names one
+/// address for the life of the module, whatever the mesh or its version,
+/// so the strings `src/fast.js` keeps by slot never go stale. Shared by
+/// every mesh of the module instance.
+#[derive(Default)]
+struct Slots {
+    by_addr: HashMap<SocketAddr, u32, BuildHasherDefault<FoldHasher>>,
+    addrs: Vec<SocketAddr>,
+    /// The address of the last [`NO_SLOT`] answer.
+    unslotted: Option<SocketAddr>,
+}
+
+thread_local! {
+    static SLOTS: RefCell<Slots> = RefCell::default();
+    /// The error of the last [`PICK_FAILED`] answer.
+    static PICK_ERROR: RefCell<Option<JsError>> = const { RefCell::new(None) };
+}
+
+/// The slot of `addr`, given one if it has none and the table has room.
+fn slot_of(addr: SocketAddr) -> u32 {
+    SLOTS.with(|slots| {
+        let mut slots = slots.borrow_mut();
+        if let Some(&slot) = slots.by_addr.get(&addr) {
+            return slot;
+        }
+        if slots.addrs.len() >= SLOTS_MAX {
+            slots.unslotted = Some(addr);
+            return NO_SLOT;
+        }
+        let slot = slots.addrs.len() as u32;
+        slots.addrs.push(addr);
+        slots.by_addr.insert(addr, slot);
+        slot
+    })
+}
+
+/// The endpoint string (`10.1.2.3:8080`, `[fd00::1]:8080`) of a slot
+/// [`Destination::pick_slot`] answered, for `src/fast.js` to keep.
+#[wasm_bindgen(js_name = __endpointString, skip_typescript)]
+pub fn endpoint_string(slot: u32) -> Result<String, JsError> {
+    SLOTS.with(|slots| {
+        let slots = slots.borrow();
+        let addr = if slot == NO_SLOT {
+            slots.unslotted
+        } else {
+            slots.addrs.get(slot as usize).copied()
+        };
+        addr.map(|a| a.to_string())
+            .ok_or_else(|| into_error(format!("internal: no endpoint in slot {slot}")))
+    })
+}
+
+/// The error of the last pick that answered [`PICK_FAILED`], as an `Error`.
+#[wasm_bindgen(js_name = __takePickError, skip_typescript)]
+pub fn take_pick_error() -> JsValue {
+    PICK_ERROR
+        .with(|last| last.borrow_mut().take())
+        .unwrap_or_else(|| into_error("internal: no pick error to take"))
+        .into()
 }
 
 #[wasm_bindgen(typescript_custom_section)]
