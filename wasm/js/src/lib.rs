@@ -134,12 +134,7 @@ fn parse_client_ip(s: &str) -> Result<IpAddr, JsError> {
         .map_err(|_| into_error(format!("clientIp {s:?} is not an IP address")))
 }
 
-fn pick_addr(
-    mesh: &pobox::Mesh,
-    dest: &pobox::Destination,
-    ip: Option<IpAddr>,
-    key: Option<&[u8]>,
-) -> Result<SocketAddr, JsError> {
+fn client_of(ip: Option<IpAddr>, key: Option<&[u8]>) -> Client<'_> {
     let mut client = Client::new();
     if let Some(ip) = ip {
         client = client.ip(ip);
@@ -147,7 +142,16 @@ fn pick_addr(
     if let Some(key) = key {
         client = client.key(key);
     }
-    let pick = mesh.pick(dest, &client).map_err(into_error)?;
+    client
+}
+
+fn pick_addr(
+    mesh: &pobox::Mesh,
+    dest: &pobox::Destination,
+    ip: Option<IpAddr>,
+    key: Option<&[u8]>,
+) -> Result<SocketAddr, JsError> {
+    let pick = mesh.pick(dest, &client_of(ip, key)).map_err(into_error)?;
     Ok(pick.addr)
 }
 
@@ -339,8 +343,7 @@ impl Mesh {
     pub fn destination(&self, dest: &str) -> Result<Destination, JsError> {
         let dest = pobox::Destination::parse(dest).map_err(into_error)?;
         Ok(Destination {
-            mesh: self.inner.clone(),
-            dest,
+            route: self.inner.route(&dest, None),
         })
     }
 
@@ -474,11 +477,11 @@ impl Mesh {
 
 // === impl Destination ===
 
-/// A destination parsed once ([`Mesh::destination`]), for many picks.
+/// A destination parsed once ([`Mesh::destination`]), for many picks: a
+/// core [`pobox::Route`], which resolves it once per snapshot version.
 #[wasm_bindgen]
 pub struct Destination {
-    mesh: pobox::Mesh,
-    dest: pobox::Destination,
+    route: pobox::Route,
 }
 
 #[wasm_bindgen]
@@ -527,12 +530,9 @@ impl Destination {
             None => None,
             Some(s) => Some(parse_client_ip(&s)?),
         };
-        pick_addr(
-            &self.mesh,
-            &self.dest,
-            ip,
-            key.as_deref().map(str::as_bytes),
-        )
+        let client = client_of(ip, key.as_deref().map(str::as_bytes));
+        let pick = self.route.pick(&client).map_err(into_error)?;
+        Ok(pick.addr)
     }
 }
 
