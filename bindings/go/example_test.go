@@ -61,6 +61,21 @@ func ExampleMesh_PickAddr() {
 	// Output: 10.1.0.1:8080 <nil>
 }
 
+func ExampleMesh_NewRoute() {
+	mesh, _ := pobox.New(pobox.Options{})
+	defer mesh.Close()
+	_ = mesh.Apply([]byte(manifests))
+	route, err := mesh.NewRoute("web.default:http", "")
+	if err != nil {
+		panic(err)
+	}
+	defer route.Close()
+	endpoints := make([]netip.AddrPort, 3)
+	err = route.PickBatch(nil, endpoints)
+	fmt.Println(endpoints, err)
+	// Output: [10.1.0.1:8080 10.1.0.2:8080 10.1.0.1:8080] <nil>
+}
+
 func ExampleMesh_Pick_error() {
 	mesh, _ := pobox.New(pobox.Options{})
 	defer mesh.Close()
