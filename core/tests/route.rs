@@ -266,3 +266,43 @@ fn one_route_serves_many_threads_through_updates() {
     }
     assert_eq!(addr(route.pick(&Client::new())), "10.3.0.1:8080");
 }
+
+#[test]
+fn a_batch_picks_in_sequence_from_one_version() {
+    let mesh = Mesh::new(MeshConfig::new()).unwrap();
+    apply(
+        &mesh,
+        &[
+            service("default", "10.96.0.10", json!({}), false),
+            slice("default", "web-1", &["10.1.0.1", "10.1.0.2", "10.1.0.3"]),
+        ],
+    );
+    let route = mesh.route(&dest("10.96.0.10:80"), None);
+    assert_eq!(addr(route.pick(&Client::new())), "10.1.0.1:8080");
+    let mut got = Vec::new();
+    route.try_pick_each(
+        4,
+        |_| Client::new(),
+        |i, p| got.push((i, p.map(|p| (p.addr.to_string(), p.version)))),
+    );
+    let want: Vec<_> = [
+        "10.1.0.2:8080",
+        "10.1.0.3:8080",
+        "10.1.0.1:8080",
+        "10.1.0.2:8080",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, a)| (i, Some((a.to_string(), 1))))
+    .collect();
+    assert_eq!(got, want);
+    // A route that does not resolve hands out None for every pick.
+    let missing = mesh.route(&dest("10.96.0.99:80"), None);
+    let mut nones = 0;
+    missing.try_pick_each(
+        3,
+        |_| Client::new(),
+        |_, p| nones += usize::from(p.is_none()),
+    );
+    assert_eq!(nones, 3);
+}

@@ -952,10 +952,17 @@ pub unsafe extern "C" fn pobox_route_pick(
     ffi_panic_boundary! {
         // SAFETY: the caller promises route is NULL or a live route.
         let route = unsafe { try_ref(route, "route") }?;
-        // SAFETY: the caller promises client and key are readable as documented.
-        let client = unsafe { client_with_key(client, key, key_len) }?;
         // SAFETY: the caller promises out is NULL or writable.
         let out = unsafe { out_ref(out, "out") }?;
+        if client.is_null() && key_len == 0 {
+            // The common case, without the general client's conversions.
+            if let Some(pick) = route.try_pick(&Client::new()) {
+                *out = endpoint_of(pick);
+                return Ok(());
+            }
+        }
+        // SAFETY: the caller promises client and key are readable as documented.
+        let client = unsafe { client_with_key(client, key, key_len) }?;
         // The reason is built only for a failed pick, off the fast path.
         *out = endpoint_of(match route.try_pick(&client) {
             Some(pick) => pick,
@@ -1007,14 +1014,24 @@ pub unsafe extern "C" fn pobox_route_pick_batch(
                 c.ip("client")?;
             }
         }
-        for (i, (endpoint, result)) in endpoints.iter_mut().zip(results).enumerate() {
-            let client = match clients {
-                Some(clients) => client_of(Some(&clients[i]))?,
-                None => Client::new(),
-            };
-            *result = match route.try_pick(&client).map_or_else(|| route.pick(&client), Ok) {
+        // One pass, one snapshot version; a failed pick's reason is asked
+        // for afterwards (off the fast path), as pobox_route_pick does.
+        let client_at = |i: usize| match clients {
+            Some(clients) => client_of(Some(&clients[i])).unwrap_or_default(),
+            None => Client::new(),
+        };
+        let mut failed = Vec::new();
+        route.try_pick_each(count, client_at, |i, pick| match pick {
+            Some(pick) => {
+                endpoints[i] = endpoint_of(pick);
+                results[i] = POBOX_OK;
+            }
+            None => failed.push(i),
+        });
+        for i in failed {
+            results[i] = match route.pick(&client_at(i)) {
                 Ok(pick) => {
-                    *endpoint = endpoint_of(pick);
+                    endpoints[i] = endpoint_of(pick);
                     POBOX_OK
                 }
                 Err(e) => {
