@@ -20,7 +20,7 @@ use crate::balance::{with_local, Slot};
 use crate::config::MeshConfig;
 use crate::dest::{Client, Destination};
 use crate::error::{Error, PickError};
-use crate::health::{Health, Outcome};
+use crate::health::Outcome;
 use crate::model::{EndpointSlice, Kind, Object, Protocol, Service, ServiceKey, Update};
 use crate::parse;
 use crate::route::Route;
@@ -54,13 +54,46 @@ pub struct Pick {
 pub struct Request {
     addr: SocketAddr,
     version: u64,
+    /// For a port that counts requests or watches health: the endpoint's
+    /// state. `None` otherwise: there is nothing to end or report.
+    tracked: Option<Tracked>,
+}
+
+#[derive(Debug)]
+struct Tracked {
     port: Arc<PortEntry>,
-    state: Option<Arc<Health>>,
-    snapshot: Arc<Snapshot>,
+    /// The endpoint's position in the port's endpoints.
+    position: usize,
+    /// Outlier detection only: the clock its ejections are timed by.
+    clock: Option<Arc<dyn Clock>>,
     open: bool,
 }
 
 impl Request {
+    /// Starts a request to the endpoint at `position` of `port` (counted in
+    /// flight when the port tracks requests).
+    pub(crate) fn start(
+        pick: Pick,
+        port: &Arc<PortEntry>,
+        position: usize,
+        clock: &Arc<dyn Clock>,
+    ) -> Request {
+        let tracked = port.health_at(position).map(|health| {
+            health.begin();
+            Tracked {
+                port: port.clone(),
+                position,
+                clock: port.records_outcomes().then(|| clock.clone()),
+                open: true,
+            }
+        });
+        Request {
+            addr: pick.addr,
+            version: pick.version,
+            tracked,
+        }
+    }
+
     /// Where to connect.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -76,19 +109,29 @@ impl Request {
     /// work of finding it out and just drop the request (which ends it
     /// for least-request all the same).
     pub fn wants_outcome(&self) -> bool {
-        self.port.records_outcomes()
+        self.tracked.as_ref().is_some_and(|t| t.clock.is_some())
     }
 
     /// Ends the request and reports how it went.
     pub fn finish(mut self, outcome: Outcome) {
         self.close();
-        self.snapshot.record(&self.port, self.addr, outcome);
+        if let Some(Tracked {
+            port,
+            position,
+            clock: Some(clock),
+            ..
+        }) = &self.tracked
+        {
+            port.record_at(*position, outcome, &**clock);
+        }
     }
 
     fn close(&mut self) {
-        if std::mem::take(&mut self.open) {
-            if let Some(state) = &self.state {
-                state.end();
+        if let Some(t) = &mut self.tracked {
+            if std::mem::take(&mut t.open) {
+                if let Some(health) = t.port.health_at(t.position) {
+                    health.end();
+                }
             }
         }
     }
@@ -228,6 +271,11 @@ impl std::fmt::Debug for Mesh {
 }
 
 impl Mesh {
+    /// The mesh behind a handle that keeps its shared state (a route).
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> Mesh {
+        Mesh { shared }
+    }
+
     /// An empty mesh for the given node.
     pub fn new(config: MeshConfig) -> Result<Mesh, Error> {
         Mesh::with_clock(config, Arc::new(SystemClock::default()))
@@ -459,22 +507,20 @@ impl Mesh {
     /// counts it in flight until the returned [`Request`] is finished or
     /// dropped. Report its outcome with [`Request::finish`].
     pub fn begin(&self, dest: &Destination, client: &Client<'_>) -> Result<Request, PickError> {
-        let snapshot = self.shared.current.load_full();
+        let snapshot = self.shared.current.load();
         let resolved = snapshot.resolve(dest, client)?;
         let endpoint = resolved.pick(client)?;
-        let port = resolved.port_arc();
-        let state = port.state_of_endpoint(endpoint.addr());
-        if let Some(state) = &state {
-            state.begin();
-        }
-        Ok(Request {
+        let pick = Pick {
             addr: endpoint.addr(),
             version: snapshot.version(),
-            port,
-            state,
-            snapshot: snapshot.clone(),
-            open: true,
-        })
+        };
+        let position = resolved.port.position_of(endpoint);
+        Ok(Request::start(
+            pick,
+            &resolved.port_arc(),
+            position,
+            snapshot.clock(),
+        ))
     }
 
     /// Reports the outcome of a request to `endpoint` of `dest`'s service

@@ -21,7 +21,7 @@ use crate::affinity::{Affinity, Clock};
 use crate::balance::{with_local, Cursors, RouteId};
 use crate::dest::{Client, Destination};
 use crate::error::PickError;
-use crate::mesh::{Pick, Shared};
+use crate::mesh::{Pick, Request, Shared};
 use crate::snapshot::{pick_in, PortEntry};
 
 /// A destination bound to a mesh, resolved once per snapshot version on
@@ -126,6 +126,46 @@ impl Route {
             picked = self.pick_from(resolution, client, cursors);
         });
         picked
+    }
+
+    /// Starts a request, as [`Mesh::begin`] does for the route's
+    /// destination: for Services that count requests (least-request) or
+    /// watch health (outlier detection), the endpoint counts it in flight
+    /// until the [`Request`] is finished or dropped.
+    ///
+    /// [`Mesh::begin`]: crate::Mesh::begin
+    pub fn begin(&self, client: &Client<'_>) -> Result<Request, PickError> {
+        let mut started = None;
+        self.with_resolution(|resolution, cursors| {
+            let Some((port, set)) = &resolution.port else {
+                return;
+            };
+            if let Some(endpoint) =
+                pick_in(port, *set, &self.affinity, &*self.clock, client, cursors)
+            {
+                let pick = Pick {
+                    addr: endpoint.addr(),
+                    version: resolution.version,
+                };
+                started = Some(Request::start(
+                    pick,
+                    port,
+                    port.position_of(endpoint),
+                    &self.clock,
+                ));
+            }
+        });
+        match started {
+            Some(request) => Ok(request),
+            None => {
+                // Why, from the current snapshot (or a request from it).
+                let client = Client {
+                    namespace: self.namespace.as_deref(),
+                    ..*client
+                };
+                crate::Mesh::from_shared(self.shared.clone()).begin(&self.dest, &client)
+            }
+        }
     }
 
     /// Makes `count` picks in one pass, pick `i` for `client(i)`, and hands

@@ -240,6 +240,39 @@ impl PortEntry {
         self.outlier.is_some()
     }
 
+    /// The health of the endpoint at `position` in `endpoints`, for ports
+    /// that track requests.
+    pub(crate) fn health_at(&self, position: usize) -> Option<&Health> {
+        self.health.as_ref().map(|h| &*h[position])
+    }
+
+    /// The position in `endpoints` of one of its endpoints (a reference a
+    /// pick returned).
+    pub(crate) fn position_of(&self, endpoint: &Endpoint) -> usize {
+        let base = self.endpoints.as_ptr() as usize;
+        let at = (endpoint as *const Endpoint as usize - base) / std::mem::size_of::<Endpoint>();
+        debug_assert!(std::ptr::eq(&self.endpoints[at], endpoint));
+        at
+    }
+
+    /// Records an outcome for the endpoint at `position`, ejecting it when
+    /// outlier detection says so and the port's ejection budget allows.
+    pub(crate) fn record_at(&self, position: usize, outcome: Outcome, clock: &dyn Clock) {
+        let (Some(outlier), Some(health)) = (self.outlier, self.health.as_ref()) else {
+            return;
+        };
+        let at = position;
+        if !health[at].record(outcome, outlier.consecutive_failures) {
+            return;
+        }
+        let now = clock.now();
+        let ejected = health.iter().filter(|h| h.is_ejected(now)).count();
+        let budget = (health.len() * outlier.max_ejection_percent as usize / 100).max(1);
+        if ejected < budget && !health[at].is_ejected(now) {
+            health[at].eject(now, outlier.base_ejection);
+        }
+    }
+
     pub(crate) fn state_of_endpoint(&self, addr: SocketAddr) -> Option<Arc<Health>> {
         self.state_of(addr).cloned()
     }
@@ -1126,24 +1159,18 @@ impl Snapshot {
     /// Records an outcome for the endpoint at `addr` of `port`, ejecting it
     /// when outlier detection says so and the port's ejection budget allows.
     pub(crate) fn record(&self, port: &PortEntry, addr: SocketAddr, outcome: Outcome) {
-        let (Some(outlier), Some(health), Some(at)) =
-            (port.outlier, port.health.as_ref(), port.position(addr))
-        else {
-            return;
-        };
-        if !health[at].record(outcome, outlier.consecutive_failures) {
-            return;
-        }
-        let now = self.clock.now();
-        let ejected = health.iter().filter(|h| h.is_ejected(now)).count();
-        let budget = (health.len() * outlier.max_ejection_percent as usize / 100).max(1);
-        if ejected < budget && !health[at].is_ejected(now) {
-            health[at].eject(now, outlier.base_ejection);
+        if let Some(at) = port.position(addr) {
+            port.record_at(at, outcome, &*self.clock);
         }
     }
 
     pub(crate) fn affinity_entries(&self) -> usize {
         self.affinity.len()
+    }
+
+    /// The mesh's clock, which every snapshot shares.
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     /// The mesh's affinity table and clock, which every snapshot shares.

@@ -306,3 +306,84 @@ fn a_batch_picks_in_sequence_from_one_version() {
     );
     assert_eq!(nones, 3);
 }
+
+fn in_flight(mesh: &Mesh, endpoint: &str) -> u32 {
+    let snapshot = mesh.snapshot();
+    let resolved = snapshot
+        .resolve(&dest("10.96.0.10:80"), &Client::new())
+        .unwrap();
+    resolved.port.in_flight(endpoint.parse().unwrap()).unwrap()
+}
+
+#[test]
+fn a_route_begins_requests_as_mesh_begin_does() {
+    let mesh = Mesh::new(MeshConfig::new()).unwrap();
+    apply(
+        &mesh,
+        &[
+            service(
+                "default",
+                "10.96.0.10",
+                json!({"pobox.io/lb-policy": "least-request",
+                       "pobox.io/outlier-consecutive-failures": "1",
+                       "pobox.io/outlier-panic-threshold-percent": "0"}),
+                false,
+            ),
+            slice("default", "web-1", &["10.1.0.1", "10.1.0.2"]),
+        ],
+    );
+    let route = mesh.route(&dest("10.96.0.10:80"), None);
+    let a = route.begin(&Client::new()).unwrap();
+    assert!(a.wants_outcome());
+    assert_eq!(in_flight(&mesh, &a.addr().to_string()), 1);
+    // Least-request: the other endpoint, now the less loaded one.
+    let b = route.begin(&Client::new()).unwrap();
+    assert_ne!(a.addr(), b.addr());
+    // Counts survive an unrelated update, and a drop ends the request.
+    apply(
+        &mesh,
+        &[service(
+            "default",
+            "10.96.0.10",
+            json!({"pobox.io/lb-policy": "least-request",
+        "pobox.io/outlier-consecutive-failures": "1", "pobox.io/outlier-panic-threshold-percent": "0",
+        "unrelated": "x"}),
+            false,
+        )],
+    );
+    let (a_addr, b_addr) = (a.addr().to_string(), b.addr().to_string());
+    assert_eq!(in_flight(&mesh, &b_addr), 1);
+    drop(b);
+    assert_eq!(in_flight(&mesh, &b_addr), 0);
+    // A failure ejects the endpoint (one failure is the threshold here):
+    // every pick goes to the other one.
+    a.finish(pobox::Outcome::Failure);
+    assert_eq!(in_flight(&mesh, &a_addr), 0);
+    for _ in 0..4 {
+        assert_eq!(
+            route.begin(&Client::new()).unwrap().addr().to_string(),
+            b_addr
+        );
+    }
+    // No Service: the error Mesh::begin gives.
+    let missing = mesh.route(&dest("10.96.0.99:80"), None);
+    assert!(matches!(
+        missing.begin(&Client::new()).unwrap_err(),
+        PickError::NoService { .. }
+    ));
+    // A round-robin Service tracks nothing: the request is only its address.
+    let plain = Mesh::new(MeshConfig::new()).unwrap();
+    apply(
+        &plain,
+        &[
+            service("default", "10.96.0.10", json!({}), false),
+            slice("default", "web-1", &["10.1.0.1"]),
+        ],
+    );
+    let r = plain
+        .route(&dest("10.96.0.10:80"), None)
+        .begin(&Client::new())
+        .unwrap();
+    assert!(!r.wants_outcome());
+    assert_eq!(r.addr().to_string(), "10.1.0.1:8080");
+}

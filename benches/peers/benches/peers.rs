@@ -255,6 +255,9 @@ fn least_request(c: &mut Criterion) {
         g.bench_function(format!("pobox_route_pick/{n}"), |b| {
             b.iter(|| black_box(&route).pick(&Client::new()).unwrap().addr)
         });
+        g.bench_function(format!("pobox_route_begin_drop/{n}"), |b| {
+            b.iter(|| black_box(&route).begin(&Client::new()).unwrap().addr())
+        });
         // The pick plus in-flight accounting: begin counts the request,
         // dropping the guard ends it (what tower's PendingRequests handle does).
         g.bench_function(format!("pobox_mesh_begin_drop/{n}"), |b| {
