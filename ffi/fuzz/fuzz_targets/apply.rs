@@ -49,7 +49,10 @@ fuzz_target!(|data: &[u8]| {
     assert_ne!(r, POBOX_ERR_PANIC, "a panic reached the boundary");
     let after = version(mesh);
     if r == POBOX_OK {
-        assert!(after == before || after == before + 1, "{before} -> {after}");
+        assert!(
+            after == before || after == before + 1,
+            "{before} -> {after}"
+        );
     } else {
         assert_eq!(after, before, "a failed apply changed the mesh");
     }

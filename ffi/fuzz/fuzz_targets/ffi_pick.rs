@@ -1,7 +1,8 @@
 //! The C ABI's read side as C calls it: a mesh made with
 //! `pobox_mesh_new`, the demo cluster and then the input's own manifest
 //! applied with `pobox_mesh_apply`, and a sequence of `pobox_mesh_pick`,
-//! `pobox_dest_new` + `pobox_mesh_pick_key`, `pobox_mesh_lookup` and
+//! `pobox_dest_new` + `pobox_mesh_pick_key` (and the same destination
+//! through `pobox_route_pick` and `pobox_route_pick_batch`), `pobox_mesh_lookup` and
 //! `pobox_mesh_endpoints` calls with arbitrary strings (cut at their first
 //! NUL, as C would see them) and output buffers of arbitrary length,
 //! allocated to exactly that length so that AddressSanitizer catches any
@@ -230,8 +231,41 @@ fn call(mesh: *mut ffi::pobox_mesh, u: &mut Unstructured<'_>) -> Result<()> {
                 ffi::pobox_mesh_pick_key(mesh, dest, &client, key_ptr, key.len(), &mut out)
             };
             assert_ne!(r, POBOX_ERR_PANIC);
-            // SAFETY: from pobox_dest_new, freed once.
-            unsafe { ffi::pobox_dest_free(dest) };
+            // The same destination through a route (in the default
+            // namespace, as the mesh resolves it): the same result code,
+            // one pick at a time and in a batch.
+            let mut route = ptr::null_mut();
+            // SAFETY: a live mesh and destination, a writable out-pointer.
+            let made = unsafe { ffi::pobox_route_new(mesh, dest, c"default".as_ptr(), &mut route) };
+            assert_eq!(made, POBOX_OK);
+            let mut via_route = ffi::pobox_endpoint::default();
+            // SAFETY: a live route, a readable client and key, a writable out.
+            let routed = unsafe {
+                ffi::pobox_route_pick(route, &client, key_ptr, key.len(), &mut via_route)
+            };
+            assert_eq!(routed, r, "route and mesh disagree");
+            let mut eps = [ffi::pobox_endpoint::default(); 3];
+            let mut results = [POBOX_OK; 3];
+            // SAFETY: a live route, no clients, two arrays of 3.
+            let batch = unsafe {
+                ffi::pobox_route_pick_batch(
+                    route,
+                    ptr::null(),
+                    3,
+                    eps.as_mut_ptr(),
+                    results.as_mut_ptr(),
+                )
+            };
+            assert_eq!(batch, POBOX_OK);
+            assert!(
+                results.iter().all(|&b| b == r || r != POBOX_OK),
+                "{results:?}"
+            );
+            // SAFETY: from pobox_route_new and pobox_dest_new, each freed once.
+            unsafe {
+                ffi::pobox_route_free(route);
+                ffi::pobox_dest_free(dest);
+            }
         }
     }
     Ok(())
