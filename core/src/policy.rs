@@ -484,6 +484,226 @@ mod tests {
         assert_eq!(ring_lookup(&r, u64::MAX), r[0].1, "wraps around");
     }
 
+    /// Member sets whose tables are pinned below: IPv4 and IPv6 addresses
+    /// (their names are written differently), mixed weights.
+    fn golden_members(n: u32, v6: bool) -> Vec<(SocketAddr, u32)> {
+        (0..n)
+            .map(|i| {
+                let addr = if v6 {
+                    let ip =
+                        std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, (i >> 16) as u16, i as u16);
+                    SocketAddr::from((ip, 8443))
+                } else {
+                    SocketAddr::from(([10, 1, (i / 250) as u8, (i % 250) as u8 + 1], 8080))
+                };
+                (addr, 1 + (i * 7) % 5)
+            })
+            .collect()
+    }
+
+    /// A checksum of a table's entries, as u32s in table order.
+    fn checksum(entries: impl IntoIterator<Item = u64>) -> u64 {
+        let bytes: Vec<u8> = entries.into_iter().flat_map(u64::to_le_bytes).collect();
+        stable_hash(&bytes, 0)
+    }
+
+    /// Every process must build the same tables, release after release: a
+    /// change to the bytes hashed, the probe order or the sort shows here.
+    /// (Pinned before the tables were made compact and fast.)
+    #[test]
+    fn maglev_tables_are_pinned() {
+        let cases: [(u32, bool, u32, bool, u64, [u32; 8]); 8] = [
+            (
+                1000,
+                false,
+                65537,
+                true,
+                0x578f_ba0a_01a1_ffb3,
+                [681, 179, 307, 87, 71, 386, 571, 899],
+            ),
+            (
+                1000,
+                false,
+                65537,
+                false,
+                0xc8e0_30b5_8ea6_1bd2,
+                [681, 366, 307, 405, 71, 386, 571, 899],
+            ),
+            (
+                1000,
+                true,
+                65537,
+                true,
+                0x438f_72b0_096a_866a,
+                [577, 334, 557, 527, 510, 519, 621, 390],
+            ),
+            (
+                1000,
+                true,
+                65537,
+                false,
+                0x0331_1a70_cf1d_1c90,
+                [577, 334, 557, 527, 510, 519, 621, 390],
+            ),
+            (
+                7,
+                false,
+                251,
+                true,
+                0xb88c_01a0_5d21_0bca,
+                [4, 4, 5, 4, 2, 4, 1, 2],
+            ),
+            (
+                7,
+                false,
+                251,
+                false,
+                0x14f6_ec01_8d4d_7686,
+                [4, 4, 5, 4, 2, 5, 1, 0],
+            ),
+            (
+                3,
+                true,
+                13,
+                true,
+                0x790f_404b_fd23_2f95,
+                [2, 1, 0, 2, 0, 1, 2, 2],
+            ),
+            (
+                3,
+                true,
+                13,
+                false,
+                0x3750_3db4_439c_8503,
+                [2, 1, 0, 0, 0, 0, 2, 2],
+            ),
+        ];
+        for (n, v6, size, weighted, sum, first) in cases {
+            let mut members = golden_members(n, v6);
+            if !weighted {
+                members.iter_mut().for_each(|m| m.1 = 1);
+            }
+            let t = maglev(&members, size);
+            let entries: Vec<u32> = t.to_vec();
+            let what = format!("{n} members, v6 {v6}, size {size}, weighted {weighted}");
+            assert_eq!(entries[..8], first, "{what}");
+            assert_eq!(checksum(entries.iter().map(|&m| m as u64)), sum, "{what}");
+        }
+    }
+
+    #[test]
+    fn rings_are_pinned() {
+        type Point = (u64, u32);
+        let cases: [(u32, bool, u32, usize, u64, [Point; 2]); 4] = [
+            (
+                1000,
+                false,
+                256_000,
+                255_600,
+                0x20f0_aed5_445c_1a30,
+                [(55_593_637_951_591, 72), (191_744_137_696_756, 22)],
+            ),
+            (
+                100,
+                true,
+                20_000,
+                19_960,
+                0x8e2e_63c1_4300_5970,
+                [(67_018_043_705_452, 2), (208_607_333_232_289, 57)],
+            ),
+            (
+                7,
+                false,
+                100,
+                97,
+                0xb65a_b1ac_bd57_efdc,
+                [(35_530_816_344_667_727, 4), (103_384_022_793_134_733, 1)],
+            ),
+            (
+                3,
+                true,
+                2,
+                3,
+                0x6875_53b8_afd4_09ab,
+                [
+                    (2_970_258_910_075_092_909, 2),
+                    (14_175_896_817_271_387_054, 1),
+                ],
+            ),
+        ];
+        for (n, v6, size, len, sum, first) in cases {
+            let r = ring(&golden_members(n, v6), size);
+            let points: Vec<(u64, u32)> = r.iter().map(|p| (p.0, p.1)).collect();
+            let what = format!("{n} members, v6 {v6}, size {size}");
+            assert_eq!(points.len(), len, "{what}");
+            assert_eq!(points[..2], first, "{what}");
+            assert_eq!(
+                checksum(points.iter().flat_map(|p| [p.0, p.1 as u64])),
+                sum,
+                "{what}"
+            );
+        }
+    }
+
+    /// The ring as first written: a `format!`-named point per string, the
+    /// (hash, member) tuples sorted, a binary search over them.
+    fn reference_ring(members: &[(SocketAddr, u32)], size: u32) -> Vec<(u64, u32)> {
+        let total: u64 = members.iter().map(|m| m.1 as u64).sum();
+        let mut points = Vec::new();
+        for (i, (addr, weight)) in members.iter().enumerate() {
+            let share = ((size as u64 * *weight as u64) / total).max(1);
+            for n in 0..share {
+                points.push((stable_hash(format!("{addr}_{n}").as_bytes(), 0), i as u32));
+            }
+        }
+        points.sort_unstable();
+        points
+    }
+
+    fn reference_lookup(ring: &[(u64, u32)], key: u64) -> u32 {
+        let i = ring.partition_point(|p| p.0 < key);
+        ring[if i == ring.len() { 0 } else { i }].1
+    }
+
+    #[test]
+    fn the_ring_and_its_lookup_are_the_reference_ones() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for (n, v6, size) in [
+            (1, false, 1),
+            (3, true, 2),
+            (7, false, 100),
+            (100, true, 20_000),
+            (1000, false, 64_000),
+        ] {
+            let members = golden_members(n, v6);
+            let expected = reference_ring(&members, size);
+            let r = ring(&members, size);
+            let points: Vec<(u64, u32)> = r.iter().map(|p| (p.0, p.1)).collect();
+            assert_eq!(points, expected, "{n} members, size {size}");
+            // Keys: random ones, every point's hash and its neighbours, both
+            // ends of the key space (before the first point, after the last:
+            // the wrap-around).
+            let mut keys = vec![0, 1, u64::MAX, u64::MAX - 1];
+            keys.extend((0..20_000).map(|_| next()));
+            for p in &expected {
+                keys.extend([p.0, p.0.wrapping_sub(1), p.0.wrapping_add(1)]);
+            }
+            for key in keys {
+                assert_eq!(
+                    ring_lookup(&r, key),
+                    reference_lookup(&expected, key),
+                    "key {key:#x}, {n} members, size {size}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn random_index_is_in_range() {
         for len in [1usize, 2, 7, 1000] {
