@@ -111,28 +111,53 @@ pub(crate) fn is_prime(n: u32) -> bool {
 
 // === hashing: fixed, so every process builds the same tables ===
 
+/// The multiplier of [`stable_hash`]'s word step.
+const HASH_K: u64 = 0x9e37_79b9_7f4a_7c15;
+
 /// 64-bit FNV-1a finished with murmur3's `fmix64`: stable across processes,
 /// platforms and releases (unlike `std`'s seeded hashers).
 pub(crate) fn stable_hash(bytes: &[u8], seed: u64) -> u64 {
     // Eight bytes per multiply (little-endian on every platform), then the
     // length, then MurmurHash3's finalizer: a client IP or a 16-byte key
     // costs two or three multiplies instead of one per byte.
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;
     let mut chunks = bytes.chunks_exact(8);
-    for chunk in &mut chunks {
-        let word = u64::from_le_bytes(chunk.try_into().expect("chunks of eight"));
-        h = (h ^ word).wrapping_mul(K).rotate_left(31);
-    }
+    let mut h = hash_words(hash_start(seed), &mut chunks);
     let rest = chunks.remainder();
     if !rest.is_empty() {
         let mut tail = [0u8; 8];
         tail[..rest.len()].copy_from_slice(rest);
-        h = (h ^ u64::from_le_bytes(tail))
-            .wrapping_mul(K)
-            .rotate_left(31);
+        h = hash_word(h, u64::from_le_bytes(tail));
     }
-    h ^= bytes.len() as u64;
+    hash_finish(h, bytes.len())
+}
+
+// The steps of `stable_hash`, so that a ring hashes a member's name once
+// and only the point number after it per point.
+
+#[inline(always)]
+fn hash_start(seed: u64) -> u64 {
+    0xcbf2_9ce4_8422_2325u64 ^ seed
+}
+
+#[inline(always)]
+fn hash_word(h: u64, word: u64) -> u64 {
+    (h ^ word).wrapping_mul(HASH_K).rotate_left(31)
+}
+
+#[inline(always)]
+fn hash_words(mut h: u64, chunks: &mut std::slice::ChunksExact<'_, u8>) -> u64 {
+    for chunk in chunks {
+        h = hash_word(
+            h,
+            u64::from_le_bytes(chunk.try_into().expect("chunks of eight")),
+        );
+    }
+    h
+}
+
+#[inline(always)]
+fn hash_finish(mut h: u64, len: usize) -> u64 {
+    h ^= len as u64;
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;
@@ -140,8 +165,41 @@ pub(crate) fn stable_hash(bytes: &[u8], seed: u64) -> u64 {
     h ^ (h >> 33)
 }
 
-fn endpoint_name(addr: SocketAddr) -> String {
-    addr.to_string()
+/// Appends an endpoint's name as the tables hash it: `ip:port` as
+/// `SocketAddr`'s `Display` writes it (`[v6]:port` for IPv6). IPv4 is
+/// written by hand: the formatting machinery was a tenth of a Maglev build.
+fn push_endpoint_name(out: &mut Vec<u8>, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(v4) => {
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_decimal(out, octet as u64);
+            }
+            out.push(b':');
+            push_decimal(out, v4.port() as u64);
+        }
+        SocketAddr::V6(_) => {
+            use std::io::Write;
+            write!(out, "{addr}").expect("writing to a Vec cannot fail");
+        }
+    }
+}
+
+/// Appends `n` in decimal, as `format!("{n}")` writes it.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 // === tables ===
@@ -154,9 +212,71 @@ pub(crate) enum Table {
     /// A cycle of positions in `members`.
     Sequence(Box<[u32]>),
     /// Maglev: position in `members` for each slot of the table.
-    Maglev(Box<[u32]>),
-    /// Ring: (point hash, position in `members`), sorted by hash.
-    Ring(Box<[(u64, u32)]>),
+    Maglev(Positions),
+    /// Ring hash: points sorted by hash, with an index by the hash's top bits.
+    Ring(Ring),
+}
+
+/// Positions in `members`, two bytes each when the set has at most 65,536
+/// members (nearly always): a Maglev table of 65,537 entries is then 128 KB
+/// instead of 256 KB, so more of it stays in cache between picks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Positions {
+    /// Sets of at most 65,536 members.
+    Narrow(Box<[u16]>),
+    /// Larger sets.
+    Wide(Box<[u32]>),
+}
+
+impl Positions {
+    /// Entries held.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Positions::Narrow(p) => p.len(),
+            Positions::Wide(p) => p.len(),
+        }
+    }
+
+    /// The position at `i` (`i < len`).
+    #[inline]
+    pub(crate) fn get(&self, i: usize) -> usize {
+        match self {
+            Positions::Narrow(p) => p[i] as usize,
+            Positions::Wide(p) => p[i] as usize,
+        }
+    }
+
+    /// The entries, whatever their width.
+    #[cfg(test)]
+    fn to_vec(&self) -> Vec<u32> {
+        (0..self.len()).map(|i| self.get(i) as u32).collect()
+    }
+
+    /// Whether a set of `members` members fits [`Positions::Narrow`].
+    fn narrow(members: usize) -> bool {
+        members <= 1 << 16
+    }
+}
+
+/// An entry of a [`Positions`] table: built generically, so that each width
+/// gets its own inlined fill loop.
+trait Position: Copy + Default {
+    fn of(index: usize) -> Self;
+}
+
+impl Position for u16 {
+    #[inline(always)]
+    fn of(index: usize) -> Self {
+        index as u16
+    }
+}
+
+impl Position for u32 {
+    #[inline(always)]
+    fn of(index: usize) -> Self {
+        index as u32
+    }
 }
 
 /// Builds the table for `members` (addresses and weights, weights > 0, in
@@ -215,133 +335,260 @@ fn smooth_sequence(members: &[(SocketAddr, u32)]) -> Box<[u32]> {
 /// weights it: a member of weight w takes a turn in a round only when
 /// `round * w` has caught up with its target, so turns are proportional to
 /// weight.
-fn maglev(members: &[(SocketAddr, u32)], size: u32) -> Box<[u32]> {
-    let m = size as u64;
-    let max_weight = members.iter().map(|e| e.1 as u64).max().unwrap_or(1);
-    struct Entry {
-        /// `(offset + next * skip) % m`, the member's next preferred slot,
-        /// advanced by adding `skip` (no division: `skip < m`).
-        slot: u64,
-        skip: u64,
-        weight: u64,
-        target: u64,
+fn maglev(members: &[(SocketAddr, u32)], size: u32) -> Positions {
+    if Positions::narrow(members.len()) {
+        Positions::Narrow(maglev_fill(members, size))
+    } else {
+        Positions::Wide(maglev_fill(members, size))
     }
-    let mut entries: Vec<Entry> = members
+}
+
+fn maglev_fill<P: Position>(members: &[(SocketAddr, u32)], size: u32) -> Box<[P]> {
+    let m = size;
+    let max_weight = members.iter().map(|e| e.1).max().unwrap_or(1);
+    // With equal weights every member takes a turn every round (the target
+    // never passes `round * weight`), so the check is skipped.
+    let weighted = members.iter().any(|e| e.1 != max_weight);
+    /// A member's walk through its permutation: `slot` is
+    /// `(offset + next * skip) % m`, its next preferred slot, advanced by
+    /// adding `skip` (no division: `skip < m`). Eight bytes, so 1,000
+    /// members' walks fit in the first-level cache beside `taken`.
+    struct Walk {
+        slot: u32,
+        skip: u32,
+    }
+    let mut name = Vec::with_capacity(64);
+    let mut walks: Vec<Walk> = members
         .iter()
-        .map(|(addr, weight)| {
-            let name = endpoint_name(*addr);
-            Entry {
-                slot: stable_hash(name.as_bytes(), 0) % m,
-                skip: stable_hash(name.as_bytes(), 1) % (m - 1) + 1,
-                weight: *weight as u64,
-                target: 0,
+        .map(|(addr, _)| {
+            name.clear();
+            push_endpoint_name(&mut name, *addr);
+            Walk {
+                slot: (stable_hash(&name, 0) % m as u64) as u32,
+                skip: (stable_hash(&name, 1) % (m as u64 - 1) + 1) as u32,
             }
         })
         .collect();
-    const EMPTY: u32 = u32::MAX;
-    let mut table = vec![EMPTY; size as usize];
-    let mut filled = 0u64;
-    let mut round = 1u64;
-    let advance = |e: &mut Entry| {
-        e.slot += e.skip;
-        if e.slot >= m {
-            e.slot -= m;
-        }
-    };
-    while filled < m {
-        for (i, e) in entries.iter_mut().enumerate() {
-            if filled == m {
-                break;
-            }
-            if round * e.weight < e.target {
-                continue;
-            }
-            e.target += max_weight;
-            while table[e.slot as usize] != EMPTY {
-                advance(e);
-            }
-            table[e.slot as usize] = i as u32;
-            advance(e);
-            filled += 1;
-        }
+    // Turns taken so far times `max_weight`, per member (weighted sets only).
+    let mut targets = vec![0u64; if weighted { members.len() } else { 0 }];
+    // Which slots are filled, a bit each: the probes (about ln M per entry,
+    // most of the build) read 8 KB at M = 65,537 instead of the table.
+    let mut taken = vec![0u64; (m as usize).div_ceil(64)];
+    let mut table = vec![P::default(); m as usize];
+    let mut filled = 0u32;
+    let mut round = 0u64;
+    'rounds: loop {
         round += 1;
+        for (i, walk) in walks.iter_mut().enumerate() {
+            if weighted {
+                if round * (members[i].1 as u64) < targets[i] {
+                    continue;
+                }
+                targets[i] += max_weight as u64;
+            }
+            let mut slot = walk.slot;
+            while taken[slot as usize / 64] & (1 << (slot % 64)) != 0 {
+                slot += walk.skip;
+                if slot >= m {
+                    slot -= m;
+                }
+            }
+            taken[slot as usize / 64] |= 1 << (slot % 64);
+            table[slot as usize] = P::of(i);
+            slot += walk.skip;
+            if slot >= m {
+                slot -= m;
+            }
+            walk.slot = slot;
+            filled += 1;
+            if filled == m {
+                break 'rounds;
+            }
+        }
     }
     table.into_boxed_slice()
 }
 
 /// A Ketama-style ring: each member gets points in proportion to its weight
-/// (at least one), at the hashes of `"<ip:port>_<n>"`.
-fn ring(members: &[(SocketAddr, u32)], size: u32) -> Box<[(u64, u32)]> {
+/// (at least one), at the hashes of `"<ip:port>_<n>"`, sorted by hash (ties
+/// in member order, as sorting (hash, member) tuples orders them).
+///
+/// A lookup finds the first point at or above the key, wrapping around.
+/// Instead of a binary search over the whole ring (18 dependent reads at
+/// 256,000 points, most of them cache misses), `starts` indexes the points
+/// by the top `64 - shift` bits of their hash: one read there, then a search
+/// among the few points of one bucket, in one or two cache lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Ring {
+    /// Point hashes, ascending.
+    hashes: Box<[u64]>,
+    /// The member (position in `members`) of each point.
+    members: Positions,
+    /// `starts[b]`: the first point whose hash's top bits are `b` or more;
+    /// one more entry than buckets, the last being the number of points.
+    starts: Box<[u32]>,
+    /// `hash >> shift` is a hash's bucket.
+    shift: u32,
+}
+
+impl Ring {
+    /// The member for a hash key: that of the first point at or above the
+    /// key, or of the first point when the key is above them all.
+    #[inline]
+    pub(crate) fn lookup(&self, key: u64) -> usize {
+        let bucket = (key >> self.shift) as usize;
+        let (from, to) = (
+            self.starts[bucket] as usize,
+            self.starts[bucket + 1] as usize,
+        );
+        // Every point before the bucket is below the key and every point
+        // after it above: the answer is in the bucket or is its end.
+        let at = from + self.hashes[from..to].partition_point(|&h| h < key);
+        self.members
+            .get(if at == self.hashes.len() { 0 } else { at })
+    }
+
+    /// The points in ring order: (hash, member).
+    #[cfg(test)]
+    fn points(&self) -> Vec<(u64, u32)> {
+        (0..self.hashes.len())
+            .map(|i| (self.hashes[i], self.members.get(i) as u32))
+            .collect()
+    }
+
+    /// Sorts points given grouped by member (`shares[i]` points for member
+    /// `i`, in order) and indexes them. One counting pass over the top bits
+    /// places each point in its bucket (keeping member order) and yields the
+    /// index; a stable insertion sort inside each bucket (a few points)
+    /// finishes. This replaced a radix sort of eight passes over 16-byte
+    /// (hash, member) pairs.
+    fn from_points(hashes: &[u64], shares: &[u32]) -> Ring {
+        let len = hashes.len();
+        // About four points a bucket: a bucket's hashes fit in a cache line
+        // or two, and the index is a quarter of the ring's points (4 bytes
+        // per bucket against 10 or 12 per point).
+        let bits = (usize::BITS - (len / 4).leading_zeros()).max(1);
+        let shift = 64 - bits;
+        let buckets = 1usize << bits;
+        let mut starts = vec![0u32; buckets + 1];
+        for &h in hashes {
+            starts[(h >> shift) as usize + 1] += 1;
+        }
+        for b in 1..=buckets {
+            starts[b] += starts[b - 1];
+        }
+        let members = if Positions::narrow(shares.len()) {
+            let (sorted, members) = place(hashes, shares, &starts, shift);
+            (sorted, Positions::Narrow(members))
+        } else {
+            let (sorted, members) = place(hashes, shares, &starts, shift);
+            (sorted, Positions::Wide(members))
+        };
+        Ring {
+            hashes: members.0,
+            members: members.1,
+            starts: starts.into_boxed_slice(),
+            shift,
+        }
+    }
+}
+
+/// [`Ring::from_points`]' placing and sorting, for one width of positions.
+fn place<P: Position>(
+    hashes: &[u64],
+    shares: &[u32],
+    starts: &[u32],
+    shift: u32,
+) -> (Box<[u64]>, Box<[P]>) {
+    let mut next = starts[..starts.len() - 1].to_vec();
+    let mut sorted = vec![0u64; hashes.len()];
+    let mut members = vec![P::default(); hashes.len()];
+    let mut points = hashes.iter();
+    for (i, &share) in shares.iter().enumerate() {
+        for &h in points.by_ref().take(share as usize) {
+            let at = &mut next[(h >> shift) as usize];
+            sorted[*at as usize] = h;
+            members[*at as usize] = P::of(i);
+            *at += 1;
+        }
+    }
+    for bucket in starts.windows(2) {
+        let (from, to) = (bucket[0] as usize, bucket[1] as usize);
+        for i in from + 1..to {
+            let (h, member) = (sorted[i], members[i]);
+            let mut j = i;
+            // Strictly greater: equal hashes keep member order.
+            while j > from && sorted[j - 1] > h {
+                sorted[j] = sorted[j - 1];
+                members[j] = members[j - 1];
+                j -= 1;
+            }
+            sorted[j] = h;
+            members[j] = member;
+        }
+    }
+    (sorted.into_boxed_slice(), members.into_boxed_slice())
+}
+
+/// Builds a ring of about `size` points for `members`.
+fn ring(members: &[(SocketAddr, u32)], size: u32) -> Ring {
     let total: u64 = members.iter().map(|m| m.1 as u64).sum();
-    let mut points = Vec::with_capacity(size as usize + members.len());
-    for (i, (addr, weight)) in members.iter().enumerate() {
-        let share = ((size as u64 * *weight as u64) / total).max(1);
-        // `"<ip:port>_"` once, then each point's number written after it:
-        // the bytes (and so the ring) are those of `format!("{name}_{n}")`,
-        // without a string allocated and formatted per point.
-        let mut point = endpoint_name(*addr).into_bytes();
-        point.push(b'_');
-        let prefix = point.len();
-        for n in 0..share {
-            point.truncate(prefix);
-            push_decimal(&mut point, n);
-            points.push((stable_hash(&point, 0), i as u32));
-        }
+    let shares: Vec<u32> = members
+        .iter()
+        .map(|m| ((size as u64 * m.1 as u64) / total).max(1) as u32)
+        .collect();
+    let mut hashes = Vec::with_capacity(shares.iter().map(|&s| s as usize).sum());
+    let mut name = Vec::with_capacity(64);
+    for ((addr, _), &share) in members.iter().zip(&shares) {
+        name.clear();
+        push_endpoint_name(&mut name, *addr);
+        name.push(b'_');
+        push_point_hashes(&name, share, &mut hashes);
     }
-    // Points were pushed by member index, so a stable sort by hash orders
-    // them as sorting the (hash, index) tuples would: the same ring.
-    sort_by_hash_stable(&mut points);
-    points.into_boxed_slice()
+    Ring::from_points(&hashes, &shares)
 }
 
-/// Sorts by hash, keeping the order of equal hashes: a least-significant
-/// digit radix sort, 8 bits a pass. At 256,000 points it does about a tenth
-/// of the work of a comparison sort of the tuples, which was two thirds of
-/// a ring build (callgrind).
-fn sort_by_hash_stable(points: &mut Vec<(u64, u32)>) {
-    let mut spare = vec![(0u64, 0u32); points.len()];
-    for shift in (0..64).step_by(8) {
-        let mut counts = [0usize; 256];
-        for p in points.iter() {
-            counts[(p.0 >> shift) as usize & 0xff] += 1;
+/// Pushes `stable_hash(format!("{prefix}{n}"), 0)` for `n` in `0..count`.
+/// The prefix's whole eight-byte words are hashed once; per point, only the
+/// prefix's last few bytes and the number are, from a buffer in which the
+/// number counts up in ASCII (no division, no formatting).
+fn push_point_hashes(prefix: &[u8], count: u32, out: &mut Vec<u64>) {
+    let mut words = prefix.chunks_exact(8);
+    let start = hash_words(hash_start(0), &mut words);
+    let rest = words.remainder();
+    // The rest of the prefix (at most 7 bytes), the number (at most 10
+    // digits), zeros after them: what `stable_hash` reads as words, the
+    // last one zero-padded.
+    let mut tail = [0u8; 24];
+    tail[..rest.len()].copy_from_slice(rest);
+    let digits_at = rest.len();
+    tail[digits_at] = b'0';
+    let mut end = digits_at + 1;
+    for _ in 0..count {
+        let mut h = start;
+        for word in tail[..end.div_ceil(8) * 8].chunks_exact(8) {
+            h = hash_word(h, u64::from_le_bytes(word.try_into().expect("eight bytes")));
         }
-        if counts.contains(&points.len()) {
-            continue; // every point has the same digit here
+        out.push(hash_finish(h, prefix.len() - rest.len() + end));
+        // Count up: carry through the nines; past the first digit, the
+        // number gains one ("999" + 1 = "1000").
+        let mut at = end;
+        loop {
+            if at == digits_at {
+                tail[digits_at] = b'1';
+                tail[end] = b'0';
+                end += 1;
+                break;
+            }
+            at -= 1;
+            if tail[at] == b'9' {
+                tail[at] = b'0';
+            } else {
+                tail[at] += 1;
+                break;
+            }
         }
-        let mut next = [0usize; 256];
-        let mut sum = 0;
-        for (slot, count) in next.iter_mut().zip(counts) {
-            *slot = sum;
-            sum += count;
-        }
-        for p in points.iter() {
-            let digit = (p.0 >> shift) as usize & 0xff;
-            spare[next[digit]] = *p;
-            next[digit] += 1;
-        }
-        std::mem::swap(points, &mut spare);
     }
-}
-
-/// Appends `n` in decimal, as `format!("{n}")` writes it.
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
-}
-
-/// The position in `members` for a hash key on a ring.
-pub(crate) fn ring_lookup(ring: &[(u64, u32)], key: u64) -> u32 {
-    let i = ring.partition_point(|p| p.0 < key);
-    ring[if i == ring.len() { 0 } else { i }].1
 }
 
 // === per-thread randomness ===
@@ -412,7 +659,7 @@ mod tests {
 
     #[test]
     fn maglev_table_is_full_and_weighted() {
-        let t = maglev(&members(&[1, 1, 2]), 65537);
+        let t = maglev(&members(&[1, 1, 2]), 65537).to_vec();
         let mut counts = [0u32; 3];
         for &i in t.iter() {
             counts[i as usize] += 1;
@@ -435,7 +682,7 @@ mod tests {
                 )
             })
             .collect();
-        let t = maglev(&members, 65537);
+        let t = maglev(&members, 65537).to_vec();
         let mut counts = vec![0u32; 1000];
         for &i in t.iter() {
             counts[i as usize] += 1;
@@ -445,23 +692,114 @@ mod tests {
     }
 
     #[test]
-    fn the_radix_sort_orders_as_the_tuple_sort() {
+    fn ring_points_are_ordered_as_the_tuple_sort_orders_them() {
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        for len in [0usize, 1, 2, 255, 256, 1000, 20_000] {
-            let mut points: Vec<(u64, u32)> = (0..len)
+        for len in [1usize, 2, 3, 255, 256, 1000, 20_000] {
+            // One point a member, so the member is the point's number; few
+            // distinct hashes in places, so ties are common, some of them
+            // across buckets' edges and at both ends of the key space.
+            let hashes: Vec<u64> = (0..len)
                 .map(|i| {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
-                    // Few distinct hashes in places, so ties are common.
-                    let hash = if i % 3 == 0 { x % 64 } else { x };
-                    (hash, i as u32)
+                    match i % 5 {
+                        0 => x % 64,
+                        1 => u64::MAX - x % 4,
+                        2 => (x % 8) << 60,
+                        _ => x,
+                    }
                 })
                 .collect();
-            let mut expected = points.clone();
+            let mut expected: Vec<(u64, u32)> = hashes
+                .iter()
+                .enumerate()
+                .map(|(i, &h)| (h, i as u32))
+                .collect();
             expected.sort_unstable();
-            sort_by_hash_stable(&mut points);
-            assert_eq!(points, expected, "{len} points");
+            let ring = Ring::from_points(&hashes, &vec![1; len]);
+            assert_eq!(ring.points(), expected, "{len} points");
+            for key in hashes
+                .iter()
+                .flat_map(|&h| [h, h.wrapping_add(1), h.wrapping_sub(1)])
+            {
+                assert_eq!(
+                    ring.lookup(key) as u32,
+                    reference_lookup(&expected, key),
+                    "key {key:#x}, {len} points"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn sets_of_more_than_65536_members_get_wide_positions() {
+        let members: Vec<(SocketAddr, u32)> = (0..70_000u32)
+            .map(|i| {
+                (
+                    SocketAddr::from((std::net::Ipv4Addr::from(0x0a00_0000 + i), 80)),
+                    1,
+                )
+            })
+            .collect();
+        let size = (70_000..).find(|&n| is_prime(n)).unwrap();
+        let table = maglev(&members, size);
+        assert!(matches!(table, Positions::Wide(_)));
+        let narrow: Box<[u16]> = maglev_fill(&members[..1000], size);
+        let wide: Box<[u32]> = maglev_fill(&members[..1000], size);
+        assert!(narrow.iter().map(|&p| p as u32).eq(wide.iter().copied()));
+        let mut counts = vec![0u32; members.len()];
+        table
+            .to_vec()
+            .into_iter()
+            .for_each(|m| counts[m as usize] += 1);
+        assert!(
+            counts.iter().all(|&c| c == 1 || c == 2),
+            "every member has a slot"
+        );
+
+        let hashes: Vec<u64> = (0..70_000u64)
+            .map(|i| stable_hash(&i.to_le_bytes(), 0))
+            .collect();
+        let ring = Ring::from_points(&hashes, &vec![1; hashes.len()]);
+        assert!(matches!(ring.members, Positions::Wide(_)));
+        let mut expected: Vec<(u64, u32)> = hashes
+            .iter()
+            .enumerate()
+            .map(|(i, &h)| (h, i as u32))
+            .collect();
+        expected.sort_unstable();
+        assert_eq!(ring.points(), expected);
+    }
+
+    #[test]
+    fn names_and_point_hashes_are_the_formatted_ones() {
+        for addr in [
+            "10.0.0.1:80",
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "10.1.200.7:8080",
+            "[fd00::1]:443",
+            "[::ffff:10.0.0.1]:80",
+            "[fe80::1%3]:80",
+        ] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            let mut name = Vec::new();
+            push_endpoint_name(&mut name, addr);
+            assert_eq!(name, addr.to_string().into_bytes());
+            // Prefixes of every length modulo 8, numbers across digit counts.
+            for pad in 0..8 {
+                let prefix = format!("{addr}{}_", "x".repeat(pad));
+                let mut hashes = Vec::new();
+                push_point_hashes(prefix.as_bytes(), 1_001, &mut hashes);
+                for (n, h) in hashes.iter().enumerate() {
+                    assert_eq!(
+                        *h,
+                        stable_hash(format!("{prefix}{n}").as_bytes(), 0),
+                        "{prefix}{n}"
+                    );
+                }
+            }
         }
     }
 
@@ -476,12 +814,13 @@ mod tests {
 
     #[test]
     fn ring_points_follow_weights() {
-        let r = ring(&members(&[1, 3]), 4000);
+        let ring = ring(&members(&[1, 3]), 4000);
+        let r = ring.points();
         let heavy = r.iter().filter(|p| p.1 == 1).count();
         assert_eq!(r.len(), 4000);
         assert_eq!(heavy, 3000);
         assert!(r.windows(2).all(|w| w[0] <= w[1]));
-        assert_eq!(ring_lookup(&r, u64::MAX), r[0].1, "wraps around");
+        assert_eq!(ring.lookup(u64::MAX) as u32, r[0].1, "wraps around");
     }
 
     /// Member sets whose tables are pinned below: IPv4 and IPv6 addresses
@@ -584,7 +923,7 @@ mod tests {
                 members.iter_mut().for_each(|m| m.1 = 1);
             }
             let t = maglev(&members, size);
-            let entries: Vec<u32> = t.to_vec();
+            let entries = t.to_vec();
             let what = format!("{n} members, v6 {v6}, size {size}, weighted {weighted}");
             assert_eq!(entries[..8], first, "{what}");
             assert_eq!(checksum(entries.iter().map(|&m| m as u64)), sum, "{what}");
@@ -632,8 +971,7 @@ mod tests {
             ),
         ];
         for (n, v6, size, len, sum, first) in cases {
-            let r = ring(&golden_members(n, v6), size);
-            let points: Vec<(u64, u32)> = r.iter().map(|p| (p.0, p.1)).collect();
+            let points = ring(&golden_members(n, v6), size).points();
             let what = format!("{n} members, v6 {v6}, size {size}");
             assert_eq!(points.len(), len, "{what}");
             assert_eq!(points[..2], first, "{what}");
@@ -684,8 +1022,7 @@ mod tests {
             let members = golden_members(n, v6);
             let expected = reference_ring(&members, size);
             let r = ring(&members, size);
-            let points: Vec<(u64, u32)> = r.iter().map(|p| (p.0, p.1)).collect();
-            assert_eq!(points, expected, "{n} members, size {size}");
+            assert_eq!(r.points(), expected, "{n} members, size {size}");
             // Keys: random ones, every point's hash and its neighbours, both
             // ends of the key space (before the first point, after the last:
             // the wrap-around).
@@ -696,7 +1033,7 @@ mod tests {
             }
             for key in keys {
                 assert_eq!(
-                    ring_lookup(&r, key),
+                    r.lookup(key) as u32,
                     reference_lookup(&expected, key),
                     "key {key:#x}, {n} members, size {size}"
                 );
