@@ -640,11 +640,10 @@ impl Ring {
     }
 
     /// Sorts points given grouped by member (`shares[i]` points for member
-    /// `i`, in order) and indexes them. One counting pass over the top bits
-    /// places each point in its bucket (keeping member order) and yields the
-    /// index; a stable insertion sort inside each bucket (a few points)
-    /// finishes. This replaced a radix sort of eight passes over 16-byte
-    /// (hash, member) pairs.
+    /// `i`, in order) and indexes them: the counts of the top bits are the
+    /// index, and the last of two counting passes (see [`place`]). This
+    /// replaced a radix sort of eight passes over 16-byte (hash, member)
+    /// pairs.
     fn from_points(hashes: &[u64], shares: &[u32]) -> Ring {
         let len = hashes.len();
         // About four points a bucket: a bucket fits in a cache line or
@@ -673,32 +672,54 @@ impl Ring {
 }
 
 /// [`Ring::from_points`]' placing and sorting, for one width of points.
+///
+/// Two stable counting passes, as a radix sort's last two: by the 8 bits
+/// below the bucket's, then by the bucket (whose counts are `starts`). The
+/// points are then in order of their top bits (24 at 256,000 points), ties
+/// in member order; the few pairs that share those bits are put in order by
+/// an insertion pass whose branch is nearly always predicted. (An insertion
+/// sort inside each bucket of about four points did the same work in fewer
+/// instructions, but mispredicted about once a point: 300,000 times at
+/// 256,000 points, a third of the build's time.)
 fn place<P: Point>(hashes: &[u64], shares: &[u32], starts: &[u32], shift: u32) -> Box<[P]> {
-    let mut next = starts[..starts.len() - 1].to_vec();
-    let mut points = vec![P::new(0, 0); hashes.len()];
-    let mut by_member = hashes.iter();
+    let low = shift.saturating_sub(8);
+    let digit = |h: u64| ((h >> low) & 0xff) as usize;
+    let mut next = [0u32; 256];
+    for &h in hashes {
+        next[digit(h)] += 1;
+    }
+    let mut sum = 0;
+    for n in next.iter_mut() {
+        (*n, sum) = (sum, sum + *n);
+    }
+    let mut by_digit = vec![P::new(0, 0); hashes.len()];
+    let mut points = hashes.iter();
     for (i, &share) in shares.iter().enumerate() {
-        for &h in by_member.by_ref().take(share as usize) {
-            let at = &mut next[(h >> shift) as usize];
-            points[*at as usize] = P::new(h, i);
+        for &h in points.by_ref().take(share as usize) {
+            let at = &mut next[digit(h)];
+            by_digit[*at as usize] = P::new(h, i);
             *at += 1;
         }
     }
-    for bucket in starts.windows(2) {
-        let (from, to) = (bucket[0] as usize, bucket[1] as usize);
-        for i in from + 1..to {
-            let point = points[i];
-            let h = point.hash();
-            let mut j = i;
-            // Strictly greater: equal hashes keep member order.
-            while j > from && points[j - 1].hash() > h {
-                points[j] = points[j - 1];
-                j -= 1;
-            }
-            points[j] = point;
-        }
+    let mut next = starts[..starts.len() - 1].to_vec();
+    let mut sorted = vec![P::new(0, 0); hashes.len()];
+    for p in by_digit {
+        let at = &mut next[(p.hash() >> shift) as usize];
+        sorted[*at as usize] = p;
+        *at += 1;
     }
-    points.into_boxed_slice()
+    for i in 1..sorted.len() {
+        let point = sorted[i];
+        let h = point.hash();
+        let mut j = i;
+        // Strictly greater: equal hashes keep member order.
+        while j > 0 && sorted[j - 1].hash() > h {
+            sorted[j] = sorted[j - 1];
+            j -= 1;
+        }
+        sorted[j] = point;
+    }
+    sorted.into_boxed_slice()
 }
 
 /// Builds a ring of about `size` points for `members`.
