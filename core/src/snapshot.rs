@@ -20,7 +20,7 @@ use crate::model::{
     EndpointMeta, EndpointSlice, IpFamily, Protocol, Service, ServiceKey, ServicePort,
     SessionAffinity,
 };
-use crate::policy::{self, random_index, ring_lookup, stable_hash, LbPolicy, Table};
+use crate::policy::{self, random_index, stable_hash, LbPolicy, Table};
 use crate::select::{self, Candidate, Locality};
 use crate::shard::ShardedMap;
 use crate::validate::DEFAULT_NAMESPACE;
@@ -344,11 +344,11 @@ impl PortEntry {
             }
             Table::Sequence(seq) => seq[self.slot.next(cursors, set, seq.len())] as usize,
             Table::Maglev(table) => match hash_key(client) {
-                Some(h) => table[((h as u128 * table.len() as u128) >> 64) as usize] as usize,
+                Some(h) => table.get(((h as u128 * table.len() as u128) >> 64) as usize),
                 None => self.slot.next(cursors, set, members.len()),
             },
             Table::Ring(ring) => match hash_key(client) {
-                Some(h) => ring_lookup(ring, h) as usize,
+                Some(h) => ring.lookup(h),
                 None => self.slot.next(cursors, set, members.len()),
             },
         };

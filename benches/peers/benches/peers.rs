@@ -329,6 +329,22 @@ fn maglev(c: &mut Criterion) {
                 .addr
         })
     });
+    // The same pick on a destination resolved once (`Snapshot::resolve`,
+    // then `Resolved::pick`): no snapshot load, no destination lookup, so
+    // what remains is the policy's work (hash the key, read the table)
+    // and the pick's bookkeeping.
+    let snapshot = mesh.snapshot();
+    let resolved = snapshot.resolve(&d, &Client::new()).unwrap();
+    let mut k = 0usize;
+    g.bench_function("pobox_resolved_pick_key", |b| {
+        b.iter(|| {
+            k = (k + 1) & 4095;
+            resolved
+                .pick(&Client::new().key(black_box(&keys[k])))
+                .unwrap()
+                .addr()
+        })
+    });
     use maglev::ConsistentHasher;
     let nodes: Vec<SocketAddr> = (0..N).map(addr).collect();
     let table = maglev::Maglev::with_capacity_and_hasher(nodes.clone(), M, PoboxHash);
@@ -476,6 +492,19 @@ fn ring(c: &mut Criterion) {
                 .pick(&Client::new().key(&keys[k]))
                 .unwrap()
                 .addr
+        })
+    });
+    // As for Maglev: the pick on a destination resolved once.
+    let snapshot = mesh.snapshot();
+    let resolved = snapshot.resolve(&d, &Client::new()).unwrap();
+    let mut k = 0usize;
+    g.bench_function("pobox_resolved_pick_key", |b| {
+        b.iter(|| {
+            k = (k + 1) & 4095;
+            resolved
+                .pick(&Client::new().key(black_box(&keys[k])))
+                .unwrap()
+                .addr()
         })
     });
     let mut k = 0usize;
