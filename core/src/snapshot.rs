@@ -1,7 +1,6 @@
 //! The immutable, versioned view every pick reads: per-service-port endpoint
 //! sets already filtered for this node, and the indexes that find them.
 
-use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -726,10 +725,48 @@ fn dns_endpoints<'a>(
         .collect()
 }
 
+/// A sort key ordering endpoints as `(IpAddr, u16)` orders them (IPv4
+/// before IPv6, then by address, then port), cheaper to compare.
+fn endpoint_order(ip: IpAddr, port: u16) -> (u8, u128, u16) {
+    match ip {
+        IpAddr::V4(v4) => (0, u32::from(v4) as u128, port),
+        IpAddr::V6(v6) => (1, u128::from(v6), port),
+    }
+}
+
+/// Merges every copy of every endpoint (in slice order) into one per
+/// ip:port, ordered as `(IpAddr, u16)` orders. Among copies of one
+/// endpoint a non-terminating copy wins over a terminating one, then a
+/// local copy (as kube-proxy prefers); otherwise the first slice by name
+/// keeps it. A stable sort keeps slice order among copies (a map keyed by
+/// address cost a third of a 10,000-endpoint publish).
+fn merge_copies(mut copies: Vec<Merged<'_>>) -> Vec<Merged<'_>> {
+    copies.sort_by_key(|m| endpoint_order(m.endpoint.ip, m.endpoint.port));
+    let rank = |m: &Merged<'_>| (!m.endpoint.is_terminating(), m.endpoint.is_local());
+    let mut merged: Vec<Merged<'_>> = Vec::with_capacity(copies.len());
+    for copy in copies {
+        match merged.last_mut() {
+            Some(kept) if kept.key() == copy.key() => {
+                if rank(&copy) > rank(kept) {
+                    *kept = copy;
+                }
+            }
+            _ => merged.push(copy),
+        }
+    }
+    merged
+}
+
 struct Merged<'a> {
     endpoint: Endpoint,
     zone_hints: &'a [Arc<str>],
     node_hints: &'a [Arc<str>],
+}
+
+impl Merged<'_> {
+    fn key(&self) -> (IpAddr, u16) {
+        (self.endpoint.ip, self.endpoint.port)
+    }
 }
 
 fn build_port<'a>(
@@ -740,8 +777,9 @@ fn build_port<'a>(
     at: Locality<'_>,
     previous: Option<&PortEntry>,
 ) -> PortEntry {
-    // Keyed by address, so the result is ordered IPv4 then IPv6, by address.
-    let mut merged: BTreeMap<(IpAddr, u16), Merged<'a>> = BTreeMap::new();
+    // Every copy of every endpoint, in slice order; sorted by address and
+    // merged below.
+    let mut copies: Vec<Merged<'a>> = Vec::new();
     for slice in slices {
         for sp in slice.ports() {
             // kube-proxy ignores ports without a number ("all ports").
@@ -778,26 +816,12 @@ fn build_port<'a>(
                     zone_hints: ep.zone_hints(),
                     node_hints: ep.node_hints(),
                 };
-                match merged.entry((ep.address(), number)) {
-                    Entry::Vacant(v) => {
-                        v.insert(candidate);
-                    }
-                    Entry::Occupied(mut o) => {
-                        // The same ip:port in several slices: a non-terminating copy
-                        // wins over a terminating one, then a local copy (as kube-proxy
-                        // prefers); otherwise the first slice by name keeps it.
-                        let rank =
-                            |m: &Merged<'_>| (!m.endpoint.is_terminating(), m.endpoint.is_local());
-                        if rank(&candidate) > rank(o.get()) {
-                            o.insert(candidate);
-                        }
-                    }
-                }
+                copies.push(candidate);
             }
         }
     }
 
-    let merged: Vec<Merged<'a>> = merged.into_values().collect();
+    let merged = merge_copies(copies);
     let split = merged.partition_point(|m| m.endpoint.ip.is_ipv4());
     let mut sets: [Box<[u32]>; 4] = Default::default();
     for (family, range) in [
@@ -1520,4 +1544,84 @@ fn port_list(entry: &ServiceEntry) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The merge as a map keyed by address did it, before `merge_copies`:
+    /// the reference the sort-and-merge must agree with.
+    fn merge_by_map(copies: Vec<Merged<'_>>) -> Vec<(IpAddr, u16, u8, u32)> {
+        let rank = |m: &Merged<'_>| (!m.endpoint.is_terminating(), m.endpoint.is_local());
+        let mut map: BTreeMap<(IpAddr, u16), Merged<'_>> = BTreeMap::new();
+        for copy in copies {
+            match map.get(&copy.key()) {
+                Some(kept) if rank(&copy) <= rank(kept) => {}
+                _ => {
+                    map.insert(copy.key(), copy);
+                }
+            }
+        }
+        map.into_values().map(|m| describe(&m)).collect()
+    }
+
+    fn describe(m: &Merged<'_>) -> (IpAddr, u16, u8, u32) {
+        (
+            m.endpoint.ip,
+            m.endpoint.port,
+            m.endpoint.flags,
+            m.endpoint.weight,
+        )
+    }
+
+    #[test]
+    fn merging_copies_agrees_with_a_map_keyed_by_address() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for round in 0..500 {
+            let count = next(40) as usize;
+            let copies = || {
+                let mut copies = Vec::new();
+                for i in 0..count {
+                    // Few addresses, both families, two ports: many copies.
+                    let ip = if i % 3 == 0 {
+                        IpAddr::from([0xfd00, 0, 0, 0, 0, 0, 0, (i % 5) as u16])
+                    } else {
+                        IpAddr::from([10, 0, (i % 2) as u8, (i % 7) as u8])
+                    };
+                    copies.push((ip, 8080 + (i % 2) as u16, (i * 7 % 16) as u8, i as u32));
+                }
+                copies
+            };
+            // The same copies in a random order, standing for slice order.
+            let mut order = copies();
+            for i in (1..order.len()).rev() {
+                order.swap(i, next(i as u64 + 1) as usize);
+            }
+            let make = |order: &[(IpAddr, u16, u8, u32)]| -> Vec<Merged<'static>> {
+                order
+                    .iter()
+                    .map(|&(ip, port, flags, weight)| Merged {
+                        endpoint: Endpoint {
+                            ip,
+                            port,
+                            flags,
+                            weight,
+                            meta: None,
+                        },
+                        zone_hints: &[],
+                        node_hints: &[],
+                    })
+                    .collect()
+            };
+            let got: Vec<_> = merge_copies(make(&order)).iter().map(describe).collect();
+            assert_eq!(got, merge_by_map(make(&order)), "round {round}");
+        }
+    }
 }
