@@ -229,21 +229,6 @@ fn write_small_decimal(out: &mut [u8], mut n: u32) -> usize {
     digits
 }
 
-/// Appends `n` in decimal, as `format!("{n}")` writes it.
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
-}
-
 // === tables ===
 
 /// What a pick reads, per eligible set.
@@ -1110,11 +1095,17 @@ mod tests {
     }
 
     #[test]
-    fn push_decimal_writes_what_format_writes() {
-        for n in [0u64, 1, 9, 10, 99, 100, 255_999, 1 << 40, u64::MAX] {
-            let mut out = b"10.0.0.1:80_".to_vec();
-            push_decimal(&mut out, n);
-            assert_eq!(out, format!("10.0.0.1:80_{n}").into_bytes());
+    fn small_decimals_are_written_as_format_writes_them() {
+        for n in [
+            0u32, 1, 9, 10, 99, 100, 999, 1_000, 9_999, 10_000, 65_535, 99_999,
+        ] {
+            let mut out = [b'x'; 6];
+            let len = write_small_decimal(&mut out, n);
+            assert_eq!(&out[..len], n.to_string().as_bytes());
+            assert!(
+                out[len..].iter().all(|&b| b == b'x'),
+                "wrote past the digits"
+            );
         }
     }
 
