@@ -4,21 +4,12 @@ package pobox
 #include <stdlib.h>
 #include <pobox.h>
 
-// As pobox_go_error in pobox.go (each cgo preamble is its own C file).
-static char *pobox_go_proxy_error(pobox_result r) {
-	if (r == POBOX_OK) return NULL;
-	size_t needed = 0, written = 0;
-	pobox_last_error(NULL, 0, &needed);
-	char *buf = malloc(needed > 0 ? needed : 1);
-	if (buf == NULL) return NULL;
-	if (pobox_last_error(buf, needed, &written) != POBOX_OK) buf[0] = 0;
-	return buf;
-}
+#include "pobox_go.h"
 
 static pobox_result pobox_go_proxy_start(const pobox_mesh *mesh, const char *options,
                                          pobox_proxy **proxy, char **err) {
 	pobox_result r = pobox_proxy_start(mesh, options, proxy);
-	*err = pobox_go_proxy_error(r);
+	*err = pobox_go_error(r);
 	return r;
 }
 
@@ -32,10 +23,10 @@ static char *pobox_go_proxy_metrics(const pobox_proxy *proxy, char **err) {
 		pobox_result r = pobox_proxy_metrics(proxy, buf, size, &written);
 		if (r == POBOX_OK) { *err = NULL; return buf; }
 		free(buf);
-		if (r != POBOX_ERR_BUFFER_TOO_SMALL) { *err = pobox_go_proxy_error(r); return NULL; }
+		if (r != POBOX_ERR_BUFFER_TOO_SMALL) { *err = pobox_go_error(r); return NULL; }
 		size = written + 4096;
 	}
-	*err = pobox_go_proxy_error(POBOX_ERR_BUFFER_TOO_SMALL);
+	*err = pobox_go_error(POBOX_ERR_BUFFER_TOO_SMALL);
 	return NULL;
 }
 */

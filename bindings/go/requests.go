@@ -4,21 +4,11 @@ package pobox
 #include <stdlib.h>
 #include <pobox.h>
 
-// As pobox_go_error in pobox.go (cgo preambles are per file): the message of
-// the call that just failed on this thread, malloc'ed, or NULL on success.
-static char *pobox_go_req_error(pobox_result r) {
-	if (r == POBOX_OK) return NULL;
-	size_t needed = 0, written = 0;
-	pobox_last_error(NULL, 0, &needed);
-	char *buf = malloc(needed > 0 ? needed : 1);
-	if (buf == NULL) return NULL;
-	if (pobox_last_error(buf, needed, &written) != POBOX_OK) buf[0] = 0;
-	return buf;
-}
+#include "pobox_go.h"
 
 static pobox_result pobox_go_dest_new(const char *text, pobox_dest **out, char **err) {
 	pobox_result r = pobox_dest_new(text, out);
-	*err = pobox_go_req_error(r);
+	*err = pobox_go_error(r);
 	return r;
 }
 
@@ -26,7 +16,7 @@ static pobox_result pobox_go_pick_key(const pobox_mesh *mesh, const pobox_dest *
                                       const pobox_addr *client, const uint8_t *key, size_t key_len,
                                       pobox_endpoint *out, char **err) {
 	pobox_result r = pobox_mesh_pick_key(mesh, dest, client, key, key_len, out);
-	*err = pobox_go_req_error(r);
+	*err = pobox_go_error(r);
 	return r;
 }
 
@@ -34,14 +24,14 @@ static pobox_result pobox_go_begin(const pobox_mesh *mesh, const pobox_dest *des
                                    const pobox_addr *client, const uint8_t *key, size_t key_len,
                                    pobox_endpoint *out, pobox_request **req, char **err) {
 	pobox_result r = pobox_mesh_begin(mesh, dest, client, key, key_len, out, req);
-	*err = pobox_go_req_error(r);
+	*err = pobox_go_error(r);
 	return r;
 }
 
 static pobox_result pobox_go_report(const pobox_mesh *mesh, const pobox_dest *dest,
                                     const pobox_addr *endpoint, bool failed, char **err) {
 	pobox_result r = pobox_mesh_report(mesh, dest, endpoint, failed);
-	*err = pobox_go_req_error(r);
+	*err = pobox_go_error(r);
 	return r;
 }
 
@@ -49,7 +39,7 @@ static pobox_result pobox_go_lookup(const pobox_mesh *mesh, const char *name, co
                                     const char *ns, char *out, size_t out_len, size_t *written,
                                     uint16_t *rcode, char **err) {
 	pobox_result r = pobox_mesh_lookup(mesh, name, type, ns, out, out_len, written, rcode);
-	*err = r == POBOX_ERR_BUFFER_TOO_SMALL ? NULL : pobox_go_req_error(r);
+	*err = r == POBOX_ERR_BUFFER_TOO_SMALL ? NULL : pobox_go_error(r);
 	return r;
 }
 */

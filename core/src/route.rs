@@ -159,11 +159,8 @@ impl Route {
             Some(request) => Ok(request),
             None => {
                 // Why, from the current snapshot (or a request from it).
-                let client = Client {
-                    namespace: self.namespace.as_deref(),
-                    ..*client
-                };
-                crate::Mesh::from_shared(self.shared.clone()).begin(&self.dest, &client)
+                crate::Mesh::from_shared(self.shared.clone())
+                    .begin(&self.dest, &self.in_namespace(client))
             }
         }
     }
@@ -220,15 +217,20 @@ impl Route {
         })
     }
 
+    /// `client` with the route's namespace in place of its own.
+    fn in_namespace<'c>(&'c self, client: &Client<'c>) -> Client<'c> {
+        Client {
+            namespace: self.namespace.as_deref(),
+            ..*client
+        }
+    }
+
     /// Resolves the destination in the current snapshot.
     #[cold]
     #[inline(never)]
     fn resolve(&self, resolution: &mut Resolution) {
         let snapshot = self.shared.current.load();
-        let client = Client {
-            namespace: self.namespace.as_deref(),
-            ..Client::new()
-        };
+        let client = self.in_namespace(&Client::new());
         *resolution = Resolution {
             generation: self.id.generation,
             version: snapshot.version(),
@@ -244,10 +246,7 @@ impl Route {
     #[inline(never)]
     fn pick_failed(&self, client: &Client<'_>) -> Result<Pick, PickError> {
         let snapshot = self.shared.current.load();
-        let client = Client {
-            namespace: self.namespace.as_deref(),
-            ..*client
-        };
+        let client = self.in_namespace(client);
         let endpoint = snapshot.pick(&self.dest, &client)?;
         Ok(Pick {
             addr: endpoint.addr(),

@@ -954,13 +954,6 @@ pub unsafe extern "C" fn pobox_route_pick(
         let route = unsafe { try_ref(route, "route") }?;
         // SAFETY: the caller promises out is NULL or writable.
         let out = unsafe { out_ref(out, "out") }?;
-        if client.is_null() && key_len == 0 {
-            // The common case, without the general client's conversions.
-            if let Some(pick) = route.try_pick(&Client::new()) {
-                *out = endpoint_of(pick);
-                return Ok(());
-            }
-        }
         // SAFETY: the caller promises client and key are readable as documented.
         let client = unsafe { client_with_key(client, key, key_len) }?;
         // The reason is built only for a failed pick, off the fast path.
@@ -1158,6 +1151,7 @@ impl Castable for pobox_request {
 ///
 /// # Safety
 /// `client` is NULL or readable; `key` points to `key_len` readable bytes.
+#[inline(always)]
 unsafe fn client_with_key<'a>(
     client: *const pobox_addr,
     key: *const u8,
