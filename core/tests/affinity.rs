@@ -210,3 +210,31 @@ fn the_table_is_bounded_by_its_capacity() {
     assert_eq!(pick(&mesh, &last), bound);
     assert!(Mesh::new(MeshConfig::new().affinity_capacity(0)).is_err());
 }
+
+#[test]
+fn a_binding_holds_when_endpoints_before_it_come_and_go() {
+    // The binding keeps its endpoint's position as a hint; when endpoints
+    // sorting before it are added or removed the position moves, and the
+    // binding must still find its endpoint by address.
+    let (mesh, _) = setup("round-robin", "rrr", 1000);
+    for client in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
+        pick(&mesh, client);
+    }
+    let bound = pick(&mesh, "192.0.2.3");
+    assert_eq!(bound, "10.1.0.3");
+    let mut s = slice("rrr");
+    let endpoints = s["endpoints"].as_array_mut().unwrap();
+    endpoints.insert(0, json!({"addresses": ["10.0.0.9"]}));
+    endpoints.insert(0, json!({"addresses": ["10.0.0.8"]}));
+    apply(&mesh, &[s]);
+    assert_eq!(pick(&mesh, "192.0.2.3"), bound, "two endpoints before it");
+    let mut s = slice("rrr");
+    s["endpoints"].as_array_mut().unwrap().remove(0);
+    apply(&mesh, &[s]);
+    assert_eq!(
+        pick(&mesh, "192.0.2.3"),
+        bound,
+        "one endpoint before it gone"
+    );
+    assert_eq!(pick(&mesh, "192.0.2.2"), "10.1.0.2");
+}
