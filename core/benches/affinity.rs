@@ -11,11 +11,11 @@
 //!   Service without affinity;
 //! * `affinity/hit_64k/client_ip_64_hot`: the same table, but only 64 of
 //!   its clients in turn, whose entries stay in cache: the hit without its
-//!   cache misses (shard lock, clock read, hash, LRU relink), to tell the
-//!   two costs apart;
+//!   cache misses (the set's tag line and the entry's line), to tell the
+//!   work from the memory latency;
 //! * `affinity/miss_insert/evicting_64k`: a client never seen before on each
 //!   pick, the table full at a capacity of 65,536, so each pick also evicts
-//!   the least recently used entry (the steady state of a spray);
+//!   the least recently used entry of its set (the steady state of a spray);
 //! * `affinity/miss_insert/below_capacity_1m`: the same with a capacity of
 //!   1,048,576 and a table filling from empty (its growth included); a fresh
 //!   mesh, made outside the timing, once it is full;
@@ -146,8 +146,8 @@ fn hits(c: &mut Criterion) {
 fn misses(c: &mut Criterion) {
     let mut g = c.benchmark_group("affinity");
 
-    // A full table: every new client evicts the least recently used one of
-    // its shard. Each shard holds a 64th of the capacity and clients hash
+    // A full table: every new client evicts the least recently used entry
+    // of its set. Each shard holds a 64th of the capacity and clients hash
     // to shards unevenly, so the table is full (every shard full) only
     // after more clients than the capacity have come.
     let b = Bench::new(CLIENTS);

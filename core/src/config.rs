@@ -85,8 +85,9 @@ impl MeshConfig {
         self
     }
 
-    /// The most session-affinity entries kept (default 262,144); past it the
-    /// least recently used entry is evicted.
+    /// The most session-affinity entries kept (default 262,144); past it a
+    /// new client evicts the least recently used entry of its set (the
+    /// table is set-associative, 8 entries to a set).
     pub fn affinity_capacity(mut self, entries: usize) -> Self {
         self.affinity_capacity = entries;
         self

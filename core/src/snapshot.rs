@@ -134,6 +134,10 @@ pub struct PortEntry {
     endpoints: Box<[Endpoint]>,
     /// Indices into `endpoints`, by `set_index(traffic, family)`.
     sets: [Box<[u32]>; 4],
+    /// Per endpoint (parallel to `endpoints`): bit `k` set when it is one of
+    /// the members picks of set `k` choose from, so that an affinity hit
+    /// checks its binding without a search.
+    member_of: Box<[u8]>,
     policy: LbPolicy,
     /// `sessionAffinity: ClientIP` timeout.
     affinity: Option<Duration>,
@@ -202,15 +206,28 @@ impl PortEntry {
     /// position still has the bound address (the port's endpoints have not
     /// changed around it), membership is a search of positions, not of
     /// addresses.
-    fn bound_member(&self, set: usize, bound: affinity::Bound) -> Option<&Endpoint> {
+    ///
+    /// An endpoint that outlier detection has ejected is no member either,
+    /// unless too few are healthy for ejections to count (the panic
+    /// threshold), as for a pick by policy.
+    #[inline]
+    fn bound_member(&self, set: usize, bound: affinity::Bound, now: Duration) -> Option<&Endpoint> {
         let at = bound.position as usize;
-        match self.endpoints.get(at) {
-            Some(e) if e.addr() == bound.addr => {
-                let members = self.members(set);
-                members.binary_search(&bound.position).ok().map(|_| e)
+        let endpoint = match self.endpoints.get(at) {
+            Some(e) if e.port == bound.addr.port() && e.ip == bound.addr.ip() => {
+                (self.member_of[at] >> set & 1 == 1).then_some(e)?
             }
-            _ => self.member(set, bound.addr),
+            _ => self.member(set, bound.addr)?,
+        };
+        if self.outlier.is_some() && self.bound_ejected(set, endpoint, now) {
+            return None;
         }
+        Some(endpoint)
+    }
+
+    #[inline(never)]
+    fn bound_ejected(&self, set: usize, endpoint: &Endpoint, now: Duration) -> bool {
+        self.is_ejected(self.position_of(endpoint), now) && !self.panicking(self.members(set), now)
     }
 
     #[inline]
@@ -893,6 +910,12 @@ fn build_port<'a>(
             })
             .collect()
     });
+    let mut member_of = vec![0u8; endpoints.len()].into_boxed_slice();
+    for (k, set) in sets.iter().enumerate() {
+        for &e in members[k].as_deref().unwrap_or(set) {
+            member_of[e as usize] |= 1 << k;
+        }
+    }
     let balancing = (members.iter().any(Option::is_some)
         || tables.iter().any(|t| *t != Table::Members))
     .then(|| Box::new(Balancing { members, tables }));
@@ -908,6 +931,7 @@ fn build_port<'a>(
         outlier,
         endpoints,
         sets,
+        member_of,
         policy,
         affinity: match service.session_affinity() {
             SessionAffinity::ClientIp { timeout_seconds } => {
@@ -1109,7 +1133,9 @@ fn pick_with_affinity<'p>(
     // One clock read for the lookup and, on a miss, the insert; one search
     // for the bound endpoint, whose result is the answer.
     let now = affinity.now();
-    if let Some(endpoint) = affinity.get(&key, timeout, now, |b| port.bound_member(set, b)) {
+    if let Some(endpoint) = affinity.get(&key, timeout, now, |b| {
+        port.bound_member(set, b, Duration::from_nanos(now))
+    }) {
         return Some(endpoint);
     }
     let at = pick_position(port, set, clock, client, cursors)?;

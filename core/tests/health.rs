@@ -260,3 +260,32 @@ fn services_without_outlier_detection_ignore_reports() {
     }
     assert_eq!(picks(&mesh, 4).len(), 2);
 }
+
+#[test]
+fn an_ejected_endpoint_loses_its_affinity_bindings_unless_panicking() {
+    let mut objects = objects(outlier(1, 100, 50), 4);
+    objects["items"][0]["spec"]["sessionAffinity"] = json!("ClientIP");
+    let mesh = Mesh::new(MeshConfig::new()).unwrap();
+    mesh.apply(&serde_json::to_vec(&objects).unwrap()).unwrap();
+    let client = Client::new().ip("10.0.0.7".parse().unwrap());
+    let pick = || mesh.pick(&dest(), &client).unwrap().addr;
+    let bound = pick();
+    assert_eq!(pick(), bound, "sticky");
+    // Ejected (3 of 4 healthy): the client is balanced afresh, and stays.
+    mesh.report(&dest(), bound, Outcome::Failure).unwrap();
+    let moved = pick();
+    assert_ne!(moved, bound, "ejected: balanced afresh");
+    assert_eq!(pick(), moved, "and bound anew");
+    // Again (2 of 4 healthy, not below the 50% threshold).
+    mesh.report(&dest(), moved, Outcome::Failure).unwrap();
+    let third = pick();
+    assert!(![bound, moved].contains(&third), "{third}");
+    // Every endpoint ejected: below the threshold ejections are ignored,
+    // and the binding to an ejected endpoint holds.
+    for e in (1..=4).map(ep) {
+        mesh.report(&dest(), e, Outcome::Failure).unwrap();
+    }
+    for _ in 0..4 {
+        assert_eq!(pick(), third, "panic: held");
+    }
+}

@@ -31,33 +31,39 @@
 //!   another thread that is ordered after it returns `v` or newer (the
 //!   reason `published` is stored before `current`).
 //!
-//! * **Affinity** (`Resolved::try_pick`, `Affinity::get`/`insert`): the
-//!   table's shard is a mutex over a map with LRU eviction at a capacity. A
-//!   pick from snapshot `s` locks the shard, returns the bound endpoint if
-//!   `s` still has it and otherwise drops the entry; unlocks; picks by
-//!   policy from `s`; locks again and binds the client. (One shard: a key
-//!   maps to exactly one shard, so shards never interact.) A writer
-//!   publishes a snapshot that removes an endpoint while two clients, with a
-//!   capacity of one entry, pick from whichever snapshot they load.
+//! * **Affinity** (`Resolved::try_pick`, `Affinity::get`/`insert`/
+//!   `remove`): a shard is a table of ways, each a sequence lock, that
+//!   readers search without a lock, and a mutex that writers take. A
+//!   reader loads the way's tag (Acquire), reads the way (counter Acquire,
+//!   words Relaxed, fence Acquire, counter again) and uses the words if
+//!   the counter was even and unchanged, else reads under the mutex; a
+//!   writer makes the counter odd (Relaxed), fences (Release), writes the
+//!   words, makes the counter even (Release) and stores the tag (Release).
+//!   A pick from snapshot `s` serves the binding only if `s` still has its
+//!   endpoint, else drops it (under the mutex, only as it was seen); picks
+//!   by policy from `s`; binds the client under the mutex. The model has
+//!   one way (a capacity of one): a key maps to one set of one shard, so
+//!   sets and shards never interact, and the ways of a set are alike.
 //!
 //!   Checked: every pick returns an endpoint of the snapshot it picked from,
 //!   so no binding is served after its endpoint is gone from the snapshot
 //!   being read, even when a slow pick from the old snapshot re-binds the
-//!   client after the removal; and the first pick from the new snapshot
-//!   drops such a binding, so afterwards no entry names a removed endpoint.
+//!   client after the removal; the first pick from the new snapshot drops
+//!   such a binding, so afterwards no entry names a removed endpoint; and a
+//!   reader racing a writer that evicts and rebinds never sees an entry
+//!   that was not written whole (a client with another's endpoint).
 //!
 //! The models do fail when the protocols are broken (tried when they were
 //! written): storing `current` before `published` fails both publish
 //! models, storing it with Relaxed is a causality violation (a torn read),
-//! and serving a binding without checking the snapshot still has its
-//! endpoint fails the affinity model.
+//! serving a binding without checking the snapshot still has its endpoint
+//! fails the first affinity model, and a reader that does not check the
+//! counter a second time fails the second.
 
 #![cfg(loom)]
 
-use std::collections::{HashMap, VecDeque};
-
 use loom::cell::UnsafeCell;
-use loom::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use loom::sync::atomic::{fence, AtomicPtr, AtomicU64, Ordering};
 use loom::sync::{Arc, Mutex};
 use loom::thread;
 
@@ -221,51 +227,133 @@ static V2: Endpoints = Endpoints {
     eligible: &[b'a'],
 };
 
-/// One shard of `Affinity`: client -> endpoint, least recently used first.
+/// `Way`: one entry under a sequence lock, its words reduced to the client
+/// and the endpoint (0 and 0 when empty).
+struct Way {
+    seq: AtomicU64,
+    client: AtomicU64,
+    endpoint: AtomicU64,
+}
+
+impl Way {
+    /// `Way::read`: the entry, if no writer was at work meanwhile.
+    fn read(&self) -> Option<(u64, u64)> {
+        let seq = self.seq.load(Ordering::Acquire);
+        if seq & 1 == 1 {
+            return None;
+        }
+        let words = (
+            self.client.load(Ordering::Relaxed),
+            self.endpoint.load(Ordering::Relaxed),
+        );
+        fence(Ordering::Acquire);
+        (self.seq.load(Ordering::Relaxed) == seq).then_some(words)
+    }
+
+    /// `Way::write`, under the writer lock.
+    fn write(&self, client: u64, endpoint: u64) {
+        let seq = self.seq.load(Ordering::Relaxed);
+        self.seq.store(seq + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.client.store(client, Ordering::Relaxed);
+        self.endpoint.store(endpoint, Ordering::Relaxed);
+        self.seq.store(seq + 2, Ordering::Release);
+    }
+
+    /// `Way::read_locked`: under the writer lock no writer is at work.
+    fn read_locked(&self) -> (u64, u64) {
+        (
+            self.client.load(Ordering::Relaxed),
+            self.endpoint.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// A shard of capacity one: one set of one way, its tag (the client, 0 when
+/// empty; the real tag is the key's hash) and the writer lock over the
+/// entry count.
 struct Shard {
-    map: HashMap<u8, u8>,
-    lru: VecDeque<u8>,
-    capacity: usize,
+    tag: AtomicU64,
+    way: Way,
+    writer: Mutex<usize>,
 }
 
 impl Shard {
-    fn touch(&mut self, client: u8) {
-        self.lru.retain(|&c| c != client);
-        self.lru.push_back(client);
-    }
-
-    fn remove(&mut self, client: u8) {
-        self.map.remove(&client);
-        self.lru.retain(|&c| c != client);
-    }
-
-    /// `Shard::insert`: replace, or evict the least recently used at capacity.
-    fn insert(&mut self, client: u8, endpoint: u8) {
-        if !self.map.contains_key(&client) && self.map.len() >= self.capacity {
-            let lru = self.lru.pop_front().expect("full, so not empty");
-            self.map.remove(&lru);
+    fn new() -> Shard {
+        Shard {
+            tag: AtomicU64::new(0),
+            way: Way {
+                seq: AtomicU64::new(0),
+                client: AtomicU64::new(0),
+                endpoint: AtomicU64::new(0),
+            },
+            writer: Mutex::new(0),
         }
-        self.map.insert(client, endpoint);
-        self.touch(client);
+    }
+
+    /// `Set::put`.
+    fn put(&self, client: u64, endpoint: u64) {
+        self.way.write(client, endpoint);
+        self.tag.store(client, Ordering::Release);
+    }
+
+    /// `Shard::insert`: rebind, fill the empty way, or evict (capacity one).
+    fn insert(&self, client: u64, endpoint: u64) {
+        let mut len = self.writer.lock().unwrap();
+        if self.tag.load(Ordering::Relaxed) == 0 {
+            *len += 1;
+        }
+        self.put(client, endpoint);
+    }
+
+    /// `Shard::remove`: only the entry as it was seen.
+    fn remove(&self, client: u64, endpoint: u64) {
+        let mut len = self.writer.lock().unwrap();
+        if self.tag.load(Ordering::Relaxed) == client
+            && self.way.read_locked() == (client, endpoint)
+        {
+            self.tag.store(0, Ordering::Release);
+            self.way.write(0, 0);
+            *len -= 1;
+        }
+    }
+
+    /// `Affinity::lookup`, then the fallback of `Affinity::get` under the
+    /// lock when a writer was at work (one try, where the real code retries
+    /// a few times first).
+    fn get(&self, client: u64) -> Option<u64> {
+        if self.tag.load(Ordering::Acquire) != client {
+            return None;
+        }
+        let (c, e) = match self.way.read() {
+            Some(entry) => entry,
+            None => {
+                let _w = self.writer.lock().unwrap();
+                if self.tag.load(Ordering::Relaxed) != client {
+                    return None;
+                }
+                self.way.read_locked()
+            }
+        };
+        (c == client).then_some(e)
     }
 }
 
-/// `Resolved::try_pick` with affinity: `Affinity::get` under the lock,
-/// the policy outside it, `Affinity::insert` under the lock again.
-fn pick(table: &Mutex<Shard>, snapshot: &Endpoints, client: u8) -> u8 {
-    {
-        let mut shard = table.lock().unwrap();
-        if let Some(&endpoint) = shard.map.get(&client) {
-            if snapshot.eligible.contains(&endpoint) {
-                shard.touch(client);
-                return endpoint;
-            }
-            shard.remove(client);
+/// `Resolved::try_pick` with affinity: `Affinity::get` (no lock), the
+/// binding served only if the snapshot still has its endpoint and dropped
+/// otherwise; the policy; `Affinity::insert` under the lock.
+fn pick(shard: &Shard, snapshot: &Endpoints, client: u8) -> u8 {
+    let client_word = u64::from(client);
+    if let Some(endpoint) = shard.get(client_word) {
+        let endpoint = endpoint as u8;
+        if snapshot.eligible.contains(&endpoint) {
+            return endpoint;
         }
+        shard.remove(client_word, u64::from(endpoint));
     }
     // The policy: any deterministic choice among the eligible will do.
     let endpoint = snapshot.eligible[usize::from(client) % snapshot.eligible.len()];
-    table.lock().unwrap().insert(client, endpoint);
+    shard.insert(client_word, u64::from(endpoint));
     endpoint
 }
 
@@ -273,11 +361,7 @@ fn pick(table: &Mutex<Shard>, snapshot: &Endpoints, client: u8) -> u8 {
 fn affinity_no_binding_outlives_its_endpoint() {
     model(|| {
         let current = Arc::new(AtomicPtr::new(&V1 as *const Endpoints as *mut Endpoints));
-        let table = Arc::new(Mutex::new(Shard {
-            map: HashMap::new(),
-            lru: VecDeque::new(),
-            capacity: 1,
-        }));
+        let shard = Arc::new(Shard::new());
         let writer = {
             let current = current.clone();
             // Endpoint b is removed.
@@ -289,7 +373,7 @@ fn affinity_no_binding_outlives_its_endpoint() {
         let readers: Vec<_> = [1u8, 3]
             .into_iter()
             .map(|client| {
-                let (current, table) = (current.clone(), table.clone());
+                let (current, shard) = (current.clone(), shard.clone());
                 thread::spawn(move || {
                     let mut last = 0;
                     for _ in 0..2 {
@@ -297,7 +381,7 @@ fn affinity_no_binding_outlives_its_endpoint() {
                         let snapshot = unsafe { &*current.load(Ordering::Acquire) };
                         assert!(snapshot.version >= last);
                         last = snapshot.version;
-                        let endpoint = pick(&table, snapshot, client);
+                        let endpoint = pick(&shard, snapshot, client);
                         assert!(
                             snapshot.eligible.contains(&endpoint),
                             "client {client} sent to {} in version {}",
@@ -318,10 +402,44 @@ fn affinity_no_binding_outlives_its_endpoint() {
         let latest = unsafe { &*current.load(Ordering::Acquire) };
         assert_eq!(latest.version, 2);
         for client in [1, 3] {
-            assert_eq!(pick(&table, latest, client), b'a');
+            assert_eq!(pick(&shard, latest, client), b'a');
         }
-        let shard = table.lock().unwrap();
-        assert!(shard.map.len() <= shard.capacity);
-        assert!(shard.map.values().all(|e| latest.eligible.contains(e)));
+        assert!(*shard.writer.lock().unwrap() <= 1, "capacity one");
+        let (_, endpoint) = shard.way.read_locked();
+        assert!(endpoint == 0 || latest.eligible.contains(&(endpoint as u8)));
+    });
+}
+
+#[test]
+fn affinity_a_reader_never_sees_a_torn_entry() {
+    model(|| {
+        let shard = Arc::new(Shard::new());
+        shard.insert(1, 10);
+        let writer = {
+            let shard = shard.clone();
+            thread::spawn(move || {
+                // Client 2 evicts client 1, then client 1 evicts client 2.
+                shard.insert(2, 20);
+                shard.insert(1, 11);
+            })
+        };
+        let reader = {
+            let shard = shard.clone();
+            thread::spawn(move || {
+                for client in [1, 2, 1] {
+                    if let Some(endpoint) = shard.get(client) {
+                        let written: &[u64] = if client == 1 { &[10, 11] } else { &[20] };
+                        assert!(
+                            written.contains(&endpoint),
+                            "client {client} read bound to {endpoint}"
+                        );
+                    }
+                }
+            })
+        };
+        writer.join().unwrap();
+        reader.join().unwrap();
+        assert_eq!(shard.get(1), Some(11));
+        assert_eq!(shard.get(2), None);
     });
 }
