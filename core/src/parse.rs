@@ -9,10 +9,10 @@
 //! with a warning; a Service or EndpointSlice of an apiVersion pobox does not
 //! read is an error, as is anything that fails validation.
 
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::Error;
+use crate::k8s;
 use crate::limits::Limits;
 use crate::model::Object;
 use crate::nesting;
@@ -460,17 +460,9 @@ fn add_object(mut value: Value, document: usize, parsed: &mut Parsed) -> Result<
     Ok(())
 }
 
-/// Deserializes into the wire type, naming the field on a type error.
-fn typed<T: DeserializeOwned>(value: Value, object: &str) -> Result<T, Error> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.into_inner().to_string();
-        Error::invalid(
-            object,
-            if path == "." { String::new() } else { path },
-            message,
-        )
-    })
+/// Decodes into the wire type, naming the field on a type error.
+fn typed<T: k8s::Decode>(value: Value, object: &str) -> Result<T, Error> {
+    k8s::decode(value).map_err(|e| Error::invalid(object, e.field, e.message))
 }
 
 #[cfg(test)]
