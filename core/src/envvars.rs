@@ -101,7 +101,8 @@ impl Snapshot {
     }
 }
 
-#[cfg(test)]
+// Upstream's Services, written as YAML.
+#[cfg(all(test, feature = "yaml"))]
 mod tests {
     use std::sync::Arc;
 

@@ -10,7 +10,7 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
-    /// The bytes are not JSON or YAML.
+    /// The bytes are not JSON or YAML (not JSON, without the `yaml` feature).
     Syntax {
         /// 1-based index of the document in a multi-document input.
         document: usize,

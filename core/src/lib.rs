@@ -31,6 +31,13 @@
 //!   load-balancer and external IPs, or Service names ([`Destination`]).
 //!
 //! The crate has no I/O and builds for `wasm32-unknown-unknown`.
+//!
+//! ## Features
+//!
+//! * `yaml` (default): YAML input besides JSON. Without it only JSON is read,
+//!   and other input is refused with an [`Error::Syntax`] that says so (the
+//!   JavaScript package is built so, to stay small).
+//! * `tower`, `tls`, `runtime`: see the modules of those names.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

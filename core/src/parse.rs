@@ -1,14 +1,18 @@
 //! Bytes to validated objects: JSON or YAML, one object, a `List` (`v1 List`
 //! or any `*List` kind), or multi-document YAML.
 //!
+//! YAML is the `yaml` feature (on by default). Without it only JSON is read,
+//! and input that is not JSON is refused with [`JSON_ONLY`], which says so,
+//! rather than with whatever a JSON parser makes of YAML.
+//!
 //! Kinds pobox does not use (Pods, ConfigMaps, Endpoints, ...) are skipped
 //! with a warning; a Service or EndpointSlice of an apiVersion pobox does not
 //! read is an error, as is anything that fails validation.
 
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::Error;
+use crate::k8s;
 use crate::limits::Limits;
 use crate::model::Object;
 use crate::nesting;
@@ -58,9 +62,17 @@ impl Default for Parsed {
     }
 }
 
+/// What input that is not JSON is refused with when the crate is built
+/// without the `yaml` feature, as the JavaScript package is.
+const JSON_ONLY: &str = "not JSON: this build of pobox reads JSON only (the JavaScript package \
+     leaves YAML out): give it JSON, e.g. what `kubectl get services,endpointslices -o json` prints";
+
 /// Parses JSON or YAML (one object, a List, or several `---`-separated
 /// documents) into validated objects, within the default [`Limits`].
 /// Nothing is applied anywhere.
+///
+/// Without the `yaml` feature (on by default) only JSON is read; other input
+/// is an [`Error::Syntax`] saying that this build reads JSON only.
 pub fn parse(input: &[u8]) -> Result<Parsed, Error> {
     parse_with_limits(input, &Limits::default())
 }
@@ -96,8 +108,12 @@ pub fn parse_with_limits(input: &[u8], limits: &Limits) -> Result<Parsed, Error>
         ..Parsed::default()
     };
     let first = input.iter().find(|b| !b.is_ascii_whitespace());
-    if matches!(first, Some(b'{') | Some(b'[')) {
-        // JSON is YAML, but the JSON parser is faster and its errors clearer.
+    let starts_like_json = matches!(first, Some(b'{') | Some(b'['));
+    // With YAML, only what starts like JSON is read as JSON (JSON is YAML,
+    // but the JSON parser is faster and its errors clearer). Without it,
+    // any input but an empty one (no objects, as with YAML) is JSON or an
+    // error: a bare scalar gets the same error as with YAML.
+    if starts_like_json || (!cfg!(feature = "yaml") && first.is_some()) {
         let mut budget = Budget::new(limits.values_limit(), limits.depth_limit());
         match read_json(input, &mut budget) {
             Ok(value) => {
@@ -111,23 +127,33 @@ pub fn parse_with_limits(input: &[u8], limits: &Limits) -> Result<Parsed, Error>
                 }
                 // A YAML flow mapping can start with `{` too; fall through to YAML,
                 // but report the JSON error if YAML fails as well.
-                let mut retry = Parsed {
-                    max_objects: limits.objects_limit(),
-                    max_endpoints: limits.endpoints_limit(),
-                    ..Parsed::default()
-                };
-                match parse_yaml(input, limits, &mut retry) {
-                    Ok(()) => return Ok(retry),
-                    Err(e @ Error::Limit { .. }) => return Err(e),
-                    Err(_) => {}
+                #[cfg(feature = "yaml")]
+                {
+                    let mut retry = Parsed {
+                        max_objects: limits.objects_limit(),
+                        max_endpoints: limits.endpoints_limit(),
+                        ..Parsed::default()
+                    };
+                    match parse_yaml(input, limits, &mut retry) {
+                        Ok(()) => return Ok(retry),
+                        Err(e @ Error::Limit { .. }) => return Err(e),
+                        Err(_) => {}
+                    }
                 }
+                // What starts like JSON is JSON with a mistake, best told by
+                // the JSON parser; anything else is not JSON at all.
                 return Err(Error::Syntax {
                     document: 1,
-                    message: json_err.to_string(),
+                    message: if starts_like_json {
+                        json_err.to_string()
+                    } else {
+                        JSON_ONLY.to_owned()
+                    },
                 });
             }
         }
     }
+    #[cfg(feature = "yaml")]
     parse_yaml(input, limits, &mut parsed)?;
     Ok(parsed)
 }
@@ -221,6 +247,7 @@ impl std::fmt::Debug for Parsed {
     }
 }
 
+#[cfg(feature = "yaml")]
 fn parse_yaml(input: &[u8], limits: &Limits, parsed: &mut Parsed) -> Result<(), Error> {
     let mut values = Vec::new();
     // One budget for the whole input: `max_values` bounds the input, not
@@ -433,17 +460,9 @@ fn add_object(mut value: Value, document: usize, parsed: &mut Parsed) -> Result<
     Ok(())
 }
 
-/// Deserializes into the wire type, naming the field on a type error.
-fn typed<T: DeserializeOwned>(value: Value, object: &str) -> Result<T, Error> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.into_inner().to_string();
-        Error::invalid(
-            object,
-            if path == "." { String::new() } else { path },
-            message,
-        )
-    })
+/// Decodes into the wire type, naming the field on a type error.
+fn typed<T: k8s::Decode>(value: Value, object: &str) -> Result<T, Error> {
+    k8s::decode(value).map_err(|e| Error::invalid(object, e.field, e.message))
 }
 
 #[cfg(test)]
@@ -453,7 +472,35 @@ mod tests {
     #[test]
     fn empty_input_has_no_objects() {
         assert_eq!(parse(b"").unwrap(), Parsed::default());
+        #[cfg(feature = "yaml")]
         assert_eq!(parse(b"---\n---\n").unwrap(), Parsed::default());
+    }
+
+    /// Without the `yaml` feature (the JavaScript package), input that is
+    /// not JSON is refused with a message that says so; JSON, its errors and
+    /// an empty input are read as with YAML.
+    #[cfg(not(feature = "yaml"))]
+    #[test]
+    fn without_yaml_only_json_is_read() {
+        let json_only = Err(Error::Syntax {
+            document: 1,
+            message: JSON_ONLY.to_owned(),
+        });
+        assert_eq!(parse(b"apiVersion: v1\nkind: Service\n"), json_only);
+        assert_eq!(parse(b"---\n"), json_only);
+        assert_eq!(parse(b"\xEF\xBB\xBF# a comment\n"), json_only);
+        assert_eq!(parse(b" \n\t"), Ok(Parsed::default()));
+        assert_eq!(parse(b"null"), Ok(Parsed::default()));
+        let trailing_comma = parse(br#"{"kind": "Service",}"#).unwrap_err().to_string();
+        assert!(
+            trailing_comma.starts_with("document 1: trailing comma"),
+            "{trailing_comma}"
+        );
+        let scalar = parse(b"42").unwrap_err().to_string();
+        assert!(scalar.contains("expected a Kubernetes object"), "{scalar}");
+        let list = br#"{"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}]}"#;
+        assert_eq!(parse(list).map(|p| p.warnings.len()), Ok(1));
     }
 
     #[test]

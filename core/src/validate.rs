@@ -1032,7 +1032,7 @@ mod tests {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "yaml"))]
 mod service_account_tests {
     use crate::{Mesh, MeshConfig};
 

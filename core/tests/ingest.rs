@@ -244,6 +244,16 @@ fn kubectl_get_frontends_resolve_to_their_service_ports() {
     }
 }
 
+/// examples/k8s/demo.json, which the JavaScript package's examples and tests
+/// read (it reads JSON only), is examples/k8s/demo.yaml as a JSON List.
+#[test]
+fn the_json_demo_is_the_yaml_demo() {
+    let yaml = parse(include_bytes!("../../examples/k8s/demo.yaml")).unwrap();
+    let json = parse(include_bytes!("../../examples/k8s/demo.json")).unwrap();
+    assert_eq!(json, yaml);
+    assert_eq!(json.objects.len(), 13);
+}
+
 #[test]
 fn kubectl_get_json_and_yaml_are_the_same_cluster() {
     assert_eq!(parse(GET_JSON).unwrap(), parse(GET_YAML).unwrap());

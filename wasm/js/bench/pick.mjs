@@ -13,8 +13,8 @@ const batches = quick ? 3 : 21;
 const perBatch = quick ? 1000 : 200_000;
 
 const mesh = new Mesh({ node: "node-a", zone: "zone-a" });
-mesh.apply(readFileSync(new URL("../../../examples/k8s/demo.yaml", import.meta.url), "utf8"));
-mesh.apply(readFileSync(new URL("../test/fixtures/policies.yaml", import.meta.url), "utf8"));
+mesh.apply(readFileSync(new URL("../../../examples/k8s/demo.json", import.meta.url), "utf8"));
+mesh.apply(readFileSync(new URL("../test/fixtures/policies.json", import.meta.url), "utf8"));
 const byVip = mesh.destination("10.96.0.10:80");
 const byName = mesh.destination("web.default:http");
 const hashed = mesh.destination("10.96.30.1:80");

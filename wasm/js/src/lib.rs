@@ -282,8 +282,9 @@ impl Mesh {
         Ok(Mesh { inner })
     }
 
-    /// Applies Services and EndpointSlices (JSON or YAML: one object, a
-    /// List, or multi-document YAML), all or nothing.
+    /// Applies Services and EndpointSlices (JSON: one object, a List or an
+    /// array), all or nothing. The package reads JSON only: YAML is refused
+    /// with an `Error` that says so (`kubectl get ... -o json` prints JSON).
     #[wasm_bindgen(unchecked_return_type = "ApplyReport")]
     pub fn apply(
         &self,
@@ -629,7 +630,7 @@ export interface MeshOptions {
     maxInputBytes?: number;
     /** The deepest nesting of mappings and sequences (default 64). */
     maxDepth?: number;
-    /** The most values one input expands to, YAML aliases expanded (default 8,000,000). */
+    /** The most values one input holds (default 8,000,000). */
     maxValues?: number;
     /** The most objects in one input (default 100,000). */
     maxObjects?: number;

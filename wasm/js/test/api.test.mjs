@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Mesh, Destination } from "pobox-wasm";
 import { readFileSync } from "node:fs";
-import { demo, demoPath, everything, service, picks } from "./helpers.mjs";
+import { demo, demoPath, demoYaml, everything, jsonOnly, service, picks } from "./helpers.mjs";
 
 /** Asserts that `fn` throws an `Error` whose message is `message` (a string or RegExp). */
 function throwsError(fn, message) {
@@ -41,7 +41,7 @@ test("new Mesh: bad options are refused with the core's message", () => {
   throwsError(() => new Mesh({ node: 1n }), "configuration: options: not representable as JSON");
 });
 
-test("apply: a string or bytes, JSON or YAML; reports version, change and warnings", () => {
+test("apply: JSON as a string or bytes; reports version, change and warnings", () => {
   const mesh = new Mesh();
   const report = mesh.apply(demo);
   assert.deepEqual(report, { version: 1, changed: true, warnings: [] });
@@ -57,22 +57,32 @@ test("apply: a string or bytes, JSON or YAML; reports version, change and warnin
   assert.match(skipped.warnings[0], /ConfigMap/);
 });
 
+test("apply: YAML is refused with a message that says the package reads JSON only", () => {
+  const mesh = new Mesh();
+  throwsError(() => mesh.apply(demoYaml), jsonOnly);
+  throwsError(() => mesh.apply(new TextEncoder().encode(demoYaml)), jsonOnly);
+  throwsError(() => mesh.replace("apiVersion: v1\nkind: Service\n"), jsonOnly);
+  throwsError(() => mesh.apply("---\n"), jsonOnly);
+  assert.equal(mesh.version, 0);
+  // Nothing (whitespace) is no objects, as ever.
+  assert.deepEqual(mesh.apply(" \n"), { version: 0, changed: false, warnings: [] });
+});
+
 test("apply: bad documents are refused whole, naming the object and field", () => {
   const mesh = new Mesh();
   mesh.apply(demo);
-  const bad = `${service("extra")}---
-apiVersion: v1
-kind: Service
-metadata: {name: broken, namespace: default}
-spec:
-  clusterIP: 10.96.99.2
-  ports: [{port: 70000}]
-`;
+  const broken = {
+    apiVersion: "v1", kind: "Service", metadata: { name: "broken", namespace: "default" },
+    spec: { clusterIP: "10.96.99.2", ports: [{ port: 70000 }] },
+  };
+  const bad = JSON.stringify({ apiVersion: "v1", kind: "List", items: [...JSON.parse(service("extra")).items, broken] });
   throwsError(() => mesh.apply(bad), "Service default/broken: spec.ports[0].port: 70000 is out of range 1-65535");
   // Nothing half-applied: the valid Service in the same document is absent.
   assert.equal(mesh.version, 1);
   throwsError(() => mesh.pick("extra.default:80"), "no Service matches extra.default:80");
-  throwsError(() => mesh.apply("kind: [unclosed"), /^document 1: /);
+  throwsError(() => mesh.apply('{"kind": ["unclosed"'), "document 1: EOF while parsing a list at line 1 column 20");
+  const wrongType = { ...broken, spec: { ...broken.spec, ports: [{ port: "80" }] } };
+  throwsError(() => mesh.apply(JSON.stringify(wrongType)), 'Service default/broken: spec.ports[0].port: invalid type: string "80", expected i64');
   throwsError(() => mesh.apply(42), "the document must be a string or a Uint8Array");
   throwsError(() => mesh.apply(), "the document must be a string or a Uint8Array");
   // A second Service on the same cluster IP is a conflict.

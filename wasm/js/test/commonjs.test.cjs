@@ -6,7 +6,7 @@ const { readFileSync } = require("node:fs");
 const path = require("node:path");
 const pobox = require("pobox-wasm");
 
-const demo = readFileSync(path.join(__dirname, "../../../examples/k8s/demo.yaml"), "utf8");
+const demo = readFileSync(path.join(__dirname, "../../../examples/k8s/demo.json"), "utf8");
 
 test("require('pobox-wasm') works and throws Errors", () => {
   const mesh = new pobox.Mesh({ node: "node-a" });
