@@ -117,6 +117,11 @@ fn coarse_monotonic() -> u64 {
         .wrapping_add(ts.tv_nsec as u64)
 }
 
+// On wasm32-unknown-unknown the clock has no origin, so the impl is derivable.
+#[cfg_attr(
+    all(target_arch = "wasm32", target_os = "unknown"),
+    allow(clippy::derivable_impls)
+)]
 impl Default for SystemClock {
     fn default() -> Self {
         SystemClock {
