@@ -152,6 +152,10 @@ pub struct PortEntry {
     /// Plain round robin over `sets` (no tables, no drained members, no
     /// outlier detection): the pick path's shortcut.
     plain_round_robin: bool,
+    /// Maglev or ring hash with no affinity and no outlier detection: a
+    /// client with a hash key is picked by the table alone (no cursors, no
+    /// clock), the pick path's other shortcut.
+    plain_hash: bool,
 }
 
 impl PortEntry {
@@ -359,16 +363,27 @@ impl PortEntry {
                 at
             }
             Table::Sequence(seq) => seq[self.slot.next(cursors, set, seq.len())] as usize,
-            Table::Maglev(table) => match hash_key(client) {
-                Some(h) => table.get(((h as u128 * table.len() as u128) >> 64) as usize),
-                None => self.slot.next(cursors, set, members.len()),
-            },
-            Table::Ring(ring) => match hash_key(client) {
-                Some(h) => ring.lookup(h),
-                None => self.slot.next(cursors, set, members.len()),
-            },
+            Table::Maglev(_) | Table::Ring(_) => {
+                match hash_key(client).and_then(|h| table.hashed(h)) {
+                    Some(at) => at,
+                    None => self.slot.next(cursors, set, members.len()),
+                }
+            }
         };
         Some(self.avoid_ejected(members, at, now))
+    }
+
+    /// [`PortEntry::pick_by_table`] for a [`PortEntry::plain_hash`] port
+    /// and a client with a hash key: its position in `endpoints`; `None`
+    /// when the set is empty (or has no table), for the general path.
+    #[inline(always)]
+    fn pick_hashed(&self, set: usize, h: u64) -> Option<usize> {
+        let members = self.members(set);
+        if members.is_empty() {
+            return None;
+        }
+        let at = self.balancing.as_ref()?.tables[set].hashed(h)?;
+        Some(members[at] as usize)
     }
 
     #[inline]
@@ -924,6 +939,9 @@ fn build_port<'a>(
         plain_round_robin: policy == LbPolicy::RoundRobin
             && balancing.is_none()
             && outlier.is_none(),
+        plain_hash: policy.is_consistent()
+            && service.session_affinity() == SessionAffinity::None
+            && outlier.is_none(),
         service: service.key().clone(),
         spec: spec.clone(),
         slot,
@@ -1059,6 +1077,10 @@ impl<'s> Resolved<'s> {
     /// why there is none.
     #[inline]
     pub fn pick(&self, client: &Client<'_>) -> Result<&'s Endpoint, PickError> {
+        // A table pick needs none of the thread's state.
+        if let Some(endpoint) = pick_plain_hash(self.port, self.set(), client) {
+            return Ok(endpoint);
+        }
         let mut picked = None;
         with_local(|local| picked = self.try_pick(client, &mut local.cursors));
         picked.ok_or_else(|| self.no_endpoints())
@@ -1103,12 +1125,31 @@ pub(crate) fn pick_in<'p>(
     client: &Client<'_>,
     cursors: &mut Cursors,
 ) -> Option<&'p Endpoint> {
+    if let Some(endpoint) = pick_plain_hash(port, set, client) {
+        return Some(endpoint);
+    }
     match (port.affinity, client.ip) {
         (Some(timeout), Some(ip)) => {
             pick_with_affinity(port, set, timeout, ip, affinity, clock, client, cursors)
         }
         _ => pick_by_policy(port, set, clock, client, cursors),
     }
+}
+
+/// The shortcut of [`pick_in`] for a [`PortEntry::plain_hash`] port and a
+/// client with a hash key: the table alone decides. `None` sends the pick
+/// down the general path (which also says when the set is empty).
+#[inline(always)]
+fn pick_plain_hash<'p>(
+    port: &'p PortEntry,
+    set: usize,
+    client: &Client<'_>,
+) -> Option<&'p Endpoint> {
+    if !port.plain_hash {
+        return None;
+    }
+    let at = port.pick_hashed(set, hash_key(client)?)?;
+    Some(&port.endpoints[at])
 }
 
 /// [`pick_in`] for a client bound (or to be bound) to an endpoint: out of

@@ -327,3 +327,49 @@ fn bad_annotations_are_refused_naming_the_service() {
         assert_eq!(err.to_string(), message);
     }
 }
+
+/// A hash-policy port with neither affinity nor outlier detection is picked
+/// by its table alone (a shortcut past the thread's state); with outlier
+/// detection on and nothing ejected, the general path must pick the same.
+#[test]
+fn the_table_shortcut_and_the_general_path_agree() {
+    for policy in ["maglev", "ring-hash"] {
+        // A drained endpoint, so that positions in the table's members are
+        // not positions in the endpoints; a heavier one.
+        let weights = json!({host(3).to_string(): 0, host(7).to_string(): 5});
+        let plain = mesh(&[
+            service(json!({"pobox.io/lb-policy": policy})),
+            slice("web-1", 0..50, Some(weights.clone())),
+        ]);
+        let general = mesh(&[
+            service(json!({"pobox.io/lb-policy": policy,
+                           "pobox.io/outlier-consecutive-failures": "5"})),
+            slice("web-1", 0..50, Some(weights)),
+        ]);
+        let dest: Destination = VIP.parse().unwrap();
+        let snapshot = plain.snapshot();
+        let resolved = snapshot.resolve(&dest, &Client::new()).unwrap();
+        for k in 0..500u32 {
+            let key = format!("user-{k}");
+            let ip = IpAddr::from((0x0A00_0000 + k * 7919).to_be_bytes());
+            for client in [Client::new().key(key.as_bytes()), Client::new().ip(ip)] {
+                let expected = general.pick(&dest, &client).unwrap().addr;
+                assert_eq!(
+                    plain.pick(&dest, &client).unwrap().addr,
+                    expected,
+                    "{policy} {k}"
+                );
+                assert_eq!(
+                    resolved.pick(&client).unwrap().addr(),
+                    expected,
+                    "{policy} {k}"
+                );
+            }
+        }
+        // With neither key nor IP, both go round the members.
+        assert_eq!(
+            picks(&plain, &Client::new(), 3),
+            picks(&general, &Client::new(), 3)
+        );
+    }
+}
