@@ -320,6 +320,11 @@ impl PortEntry {
             }
             return Some(members[self.slot.next(cursors, set, members.len())] as usize);
         }
+        if self.plain_hash {
+            if let Some(at) = hash_key(client).and_then(|h| self.pick_hashed(set, h)) {
+                return Some(at);
+            }
+        }
         self.pick_by_table(set, client, now, cursors)
     }
 
@@ -1125,9 +1130,6 @@ pub(crate) fn pick_in<'p>(
     client: &Client<'_>,
     cursors: &mut Cursors,
 ) -> Option<&'p Endpoint> {
-    if let Some(endpoint) = pick_plain_hash(port, set, client) {
-        return Some(endpoint);
-    }
     match (port.affinity, client.ip) {
         (Some(timeout), Some(ip)) => {
             pick_with_affinity(port, set, timeout, ip, affinity, clock, client, cursors)
@@ -1136,9 +1138,10 @@ pub(crate) fn pick_in<'p>(
     }
 }
 
-/// The shortcut of [`pick_in`] for a [`PortEntry::plain_hash`] port and a
-/// client with a hash key: the table alone decides. `None` sends the pick
-/// down the general path (which also says when the set is empty).
+/// The shortcut of [`PortEntry::pick`] for a [`PortEntry::plain_hash`] port
+/// and a client with a hash key, taken by [`Resolved::pick`] before it
+/// fetches the thread's state, which the table does not need. `None` sends
+/// the pick down the general path (which also says when the set is empty).
 #[inline(always)]
 fn pick_plain_hash<'p>(
     port: &'p PortEntry,
