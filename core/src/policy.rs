@@ -195,14 +195,18 @@ fn push_endpoint_name(out: &mut Vec<u8>, addr: SocketAddr) {
         SocketAddr::V4(v4) => {
             // On the stack, then one copy: five small appends (each a
             // `memcpy` call) cost more than the digits.
-            let mut buf = [0u8; 21]; // "255.255.255.255:65535"
+            // "255.255.255.255:65535", and room for an octet's three bytes
+            // copied whole where it has fewer digits.
+            let mut buf = [0u8; 24];
             let mut len = 0;
             for (i, octet) in v4.ip().octets().into_iter().enumerate() {
                 if i > 0 {
                     buf[len] = b'.';
                     len += 1;
                 }
-                len += write_small_decimal(&mut buf[len..], octet as u32);
+                let [a, b, c, digits] = OCTETS[octet as usize];
+                buf[len..len + 3].copy_from_slice(&[a, b, c]);
+                len += digits as usize;
             }
             buf[len] = b':';
             len += 1;
@@ -215,6 +219,26 @@ fn push_endpoint_name(out: &mut Vec<u8>, addr: SocketAddr) {
         }
     }
 }
+
+/// Each octet's decimal digits (three bytes, zero after the last digit)
+/// and their count: a name's four octets are four copies, not twelve
+/// divisions (a sixth of a Maglev build of 10,000 members).
+static OCTETS: [[u8; 4]; 256] = {
+    let mut table = [[0u8; 4]; 256];
+    let mut n = 0;
+    while n < 256 {
+        let (h, t, u) = ((n / 100) as u8, (n / 10 % 10) as u8, (n % 10) as u8);
+        table[n] = if n >= 100 {
+            [b'0' + h, b'0' + t, b'0' + u, 3]
+        } else if n >= 10 {
+            [b'0' + t, b'0' + u, 0, 2]
+        } else {
+            [b'0' + u, 0, 0, 1]
+        };
+        n += 1;
+    }
+    table
+};
 
 /// Writes `n` (below 100,000) in decimal at the start of `out`, as
 /// `format!("{n}")` writes it; returns the number of digits.
@@ -1097,6 +1121,18 @@ mod tests {
                         "{prefix}{n}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn every_octet_and_port_digit_count_is_named_as_display_names_it() {
+        for octet in 0..=255u8 {
+            for port in [0u16, 7, 80, 443, 8080, 65_535] {
+                let addr = SocketAddr::from(([octet, 255 - octet, octet / 3, 9], port));
+                let mut name = b"prefix ".to_vec();
+                push_endpoint_name(&mut name, addr);
+                assert_eq!(name, format!("prefix {addr}").into_bytes());
             }
         }
     }
