@@ -434,11 +434,17 @@ impl Set {
     }
 }
 
-/// The set of a key hash in `sets`: its low 32 bits scaled to their count.
+/// The index of a key hash's set among `len`: its low 32 bits scaled to
+/// the count.
+#[inline]
+fn set_index(len: usize, hash: u64) -> usize {
+    (((hash & 0xFFFF_FFFF) * len as u64) >> 32) as usize
+}
+
+/// The set of a key hash in `sets`.
 #[inline]
 fn set_of(sets: &[Set], hash: u64) -> &Set {
-    let i = ((hash & 0xFFFF_FFFF) * sets.len() as u64) >> 32;
-    &sets[i as usize]
+    &sets[set_index(sets.len(), hash)]
 }
 
 /// A shard's writer state.
@@ -555,10 +561,7 @@ impl Shard {
                 // At capacity with room in this set: the least recent of
                 // this set goes, or of the next set that has entries.
                 (Some(i), true) => {
-                    let start = table
-                        .iter()
-                        .position(|s| std::ptr::eq(s, set))
-                        .expect("the set is in its table");
+                    let start = set_index(table.len(), probe.hash);
                     let (victim, j) = (0..table.len())
                         .map(|k| &table[(start + k) % table.len()])
                         .find_map(|s| s.least_recent().map(|j| (s, j)))
