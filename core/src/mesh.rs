@@ -5,7 +5,7 @@
 //! and published with one `ArcSwap::store`. Any error before that point
 //! leaves the store and the published snapshot exactly as they were.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -542,7 +542,8 @@ impl Mesh {
     /// for callers that know only the address they connected to.
     pub fn report_endpoint(&self, endpoint: SocketAddr, outcome: Outcome) {
         let snapshot = self.shared.current.load_full();
-        for entry in snapshot.services() {
+        // Each port records on its own: the order of the visit is immaterial.
+        for entry in snapshot.services_unordered() {
             for port in entry.ports() {
                 snapshot.record(port, endpoint, outcome);
             }
@@ -674,8 +675,11 @@ impl Txn {
         let mut all_slots = Vec::new();
         let staged_slices = self.slices_by_service(store);
         // The Services whose entries must be rebuilt, in a stable order.
-        let affected: BTreeSet<&ServiceKey> =
+        let mut affected: Vec<&ServiceKey> =
             self.services.keys().chain(staged_slices.keys()).collect();
+        // Equal keys are the same key: an unstable sort loses nothing.
+        affected.sort_unstable();
+        affected.dedup();
         for key in affected {
             let key = key.clone();
             let service = match self.services.get(&key) {

@@ -1295,9 +1295,16 @@ impl Snapshot {
 
     /// Every Service, ordered by namespace and name.
     pub fn services(&self) -> Vec<&ServiceEntry> {
-        let mut all: Vec<&ServiceEntry> = self.services.iter().map(|(_, e)| &**e).collect();
-        all.sort_by(|a, b| a.service.key().cmp(b.service.key()));
+        let mut all: Vec<&ServiceEntry> = self.services_unordered().collect();
+        // Keys are unique: an unstable sort gives the same order.
+        all.sort_unstable_by(|a, b| a.service.key().cmp(b.service.key()));
         all
+    }
+
+    /// Every Service, in no particular order: for visits whose result does
+    /// not depend on it (no sort).
+    pub(crate) fn services_unordered(&self) -> impl Iterator<Item = &ServiceEntry> {
+        self.services.iter().map(|(_, e)| &**e)
     }
 
     /// Resolves a destination to a service port without picking.
@@ -1463,8 +1470,10 @@ impl Snapshot {
             count_namespace(&mut namespaces, key.namespace(), 1);
             services.insert(key, entry);
         }
-        claims.sort_by_key(|c| c.0);
-        for (_, key, fe, value, origin) in claims {
+        // Claims back first, each group in the order made (a stable
+        // partition: no sort needed for a boolean key).
+        let (new_claims, kept_claims): (Vec<_>, Vec<_>) = claims.into_iter().partition(|c| c.0);
+        for (_, key, fe, value, origin) in kept_claims.into_iter().chain(new_claims) {
             if let Some(existing) = frontends.get(&fe) {
                 if existing.owner() == &key {
                     // The same Service reaches this address twice (say, an
@@ -1538,15 +1547,19 @@ fn add_owner(
         .get(&ip)
         .map(|o| o.as_slice().to_vec())
         .unwrap_or_default();
-    let owner = PtrOwner {
-        service: key.clone(),
-        label,
+    // Ordered by (Service, label), each once: the new owner goes where a
+    // binary search puts it, unless it is there already.
+    let at = match owners.binary_search_by(|o| (&o.service, &o.label).cmp(&(key, &label))) {
+        Ok(_) => return,
+        Err(at) => at,
     };
-    if owners.contains(&owner) {
-        return;
-    }
-    owners.push(owner);
-    owners.sort_by(|a, b| (&a.service, &a.label).cmp(&(&b.service, &b.label)));
+    owners.insert(
+        at,
+        PtrOwner {
+            service: key.clone(),
+            label,
+        },
+    );
     if let Some(owners) = PtrOwners::from_vec(owners) {
         by_ip.insert(ip, owners);
     }
