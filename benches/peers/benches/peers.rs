@@ -116,36 +116,199 @@ fn keys() -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// pobox's table hash (core/src/policy.rs `stable_hash`: 64-bit FNV-1a
-/// finished with murmur3's fmix64), as a `BuildHasher` so the `maglev`
-/// crate can use it. pobox does not export it; this is the same algorithm,
-/// fed the bytes the `maglev` crate's `Hash` calls write.
+// === pobox's hash, for the `maglev` crate ===
+
+/// A copy of pobox's table and key hash (core/src/policy.rs `stable_hash`
+/// and its steps, verbatim), because pobox does not export it: eight bytes
+/// per multiply, the last 1 to 7 bytes as one zero-padded word, then the
+/// length and murmur3's `fmix64`. `main` checks it against the values
+/// core/src/policy.rs pins (`stable_hash_is_pinned`) before measuring.
+fn stable_hash(bytes: &[u8], seed: u64) -> u64 {
+    let mut chunks = bytes.chunks_exact(8);
+    let mut h = hash_words(hash_start(seed), &mut chunks);
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        h = hash_word(h, tail_word(rest));
+    }
+    hash_finish(h, bytes.len())
+}
+
+const HASH_K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+#[inline(always)]
+fn tail_word(rest: &[u8]) -> u64 {
+    let n = rest.len();
+    debug_assert!((1..8).contains(&n));
+    if n >= 4 {
+        let low = u32::from_le_bytes(rest[..4].try_into().expect("four bytes")) as u64;
+        let high = u32::from_le_bytes(rest[n - 4..].try_into().expect("four bytes")) as u64;
+        low | high << (8 * (n - 4))
+    } else {
+        rest[0] as u64
+            | (rest[n / 2] as u64) << (8 * (n / 2))
+            | (rest[n - 1] as u64) << (8 * (n - 1))
+    }
+}
+
+#[inline(always)]
+fn hash_start(seed: u64) -> u64 {
+    0xcbf2_9ce4_8422_2325u64 ^ seed
+}
+
+#[inline(always)]
+fn hash_word(h: u64, word: u64) -> u64 {
+    (h ^ word).wrapping_mul(HASH_K).rotate_left(31)
+}
+
+#[inline(always)]
+fn hash_words(mut h: u64, chunks: &mut std::slice::ChunksExact<'_, u8>) -> u64 {
+    for chunk in chunks {
+        h = hash_word(
+            h,
+            u64::from_le_bytes(chunk.try_into().expect("chunks of eight")),
+        );
+    }
+    h
+}
+
+#[inline(always)]
+fn hash_finish(mut h: u64, len: usize) -> u64 {
+    h ^= len as u64;
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// pobox's client-key seed (`hash_key` in core/src/snapshot.rs hashes a
+/// key or a client IP with `stable_hash(_, 2)`).
+const KEY_SEED: u64 = 2;
+
+/// `stable_hash(bytes, seed)` for fixed inputs: the values
+/// core/src/policy.rs's `stable_hash_is_pinned` asserts for pobox's own.
+const PINNED_HASHES: [(&[u8], u64, u64); 14] = [
+    (b"", 0, 0xefd0_1f60_ba99_2926),
+    (b"abc", 0, 0xa027_fefb_2dea_f693),
+    (&[192, 0, 2, 1], 0, 0xc122_4910_9a21_4738),
+    (b"8 bytes!", 0, 0x465e_e95d_ae70_e11e),
+    (b"client-00000000", 0, 0xe2ad_c69f_caeb_d50e),
+    (b"0123456789abcdef", 0, 0x810b_7d40_d4ba_0718),
+    (b"10.1.0.1:8080_123456789", 0, 0x04f7_b80e_1c55_49c6),
+    (b"", 2, 0x0813_dce8_d5a1_8fe4),
+    (b"abc", 2, 0x4527_0f31_8d15_23e3),
+    (&[192, 0, 2, 1], 2, 0xbeb9_631b_461b_b842),
+    (b"8 bytes!", 2, 0x28b9_7d70_67b8_be8c),
+    (b"client-00000000", 2, 0xa6aa_4952_50a2_f907),
+    (b"0123456789abcdef", 2, 0x8734_9af1_5d86_0dff),
+    (b"10.1.0.1:8080_123456789", 2, 0x08f3_c494_14ca_0489),
+];
+
+/// Before anything is measured: the copy is pobox's hash, and the
+/// `Hasher` below is the copy over everything written to it, however the
+/// writes are split (three writes, at every pair of points).
+fn check_hash_copy() {
+    for (bytes, seed, want) in PINNED_HASHES {
+        assert_eq!(
+            stable_hash(bytes, seed),
+            want,
+            "the copy of stable_hash differs from core/src/policy.rs on {:?}, seed {seed}",
+            String::from_utf8_lossy(bytes)
+        );
+        if seed == KEY_SEED {
+            for i in 0..=bytes.len() {
+                for j in i..=bytes.len() {
+                    let mut h = PoboxHash.build_hasher();
+                    h.write(&bytes[..i]);
+                    h.write(&bytes[i..j]);
+                    h.write(&bytes[j..]);
+                    assert_eq!(h.finish(), want, "PoboxHasher, writes split at {i} and {j}");
+                }
+            }
+        }
+    }
+    // What the crate's `get` writes for a key: its seed, the slice's
+    // length prefix, the bytes.
+    let key = b"client-00000000";
+    let mut written = 0xdead_babe_u32.to_ne_bytes().to_vec();
+    written.extend_from_slice(&key.len().to_ne_bytes());
+    written.extend_from_slice(key);
+    let mut h = PoboxHash.build_hasher();
+    h.write_u32(0xdead_babe);
+    std::hash::Hash::hash(&key[..], &mut h);
+    assert_eq!(h.finish(), stable_hash(&written, KEY_SEED));
+}
+
+/// pobox's hash as a `BuildHasher`, so the `maglev` crate can use it.
+/// The crate hashes its own `u32` seed and then the value through `Hash`
+/// (a slice writes its length prefix, then its bytes), so the bytes
+/// differ from pobox's (a 15-byte key is 27 bytes here: four words, not
+/// two) and so do the tables; the hash function is the same.
 #[derive(Clone, Copy, Default)]
 struct PoboxHash;
 
-struct FnvFmix(u64);
+/// [`stable_hash`] over everything the crate's `Hash` calls write, as if
+/// over their concatenation: whole words are hashed as they complete (a
+/// word may span writes), the bytes of an incomplete one wait in
+/// `pending`, and `finish` hashes them as the tail word, then the length.
+/// (Keeping the bytes in a buffer and hashing them all in `finish` gives
+/// the same values, but a lookup took three times as long: the buffer's
+/// zeroing and copies, and a loop of unknown length.)
+struct PoboxHasher {
+    /// The hash of the whole words so far.
+    h: u64,
+    /// The 0 to 7 bytes after them, little-endian, zero above.
+    pending: u64,
+    pending_len: usize,
+    len: usize,
+}
 
-impl Hasher for FnvFmix {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= b as u64;
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+impl Hasher for PoboxHasher {
+    #[inline]
+    fn write(&mut self, mut bytes: &[u8]) {
+        self.len += bytes.len();
+        if self.pending_len > 0 {
+            let take = bytes.len().min(8 - self.pending_len);
+            if take == 0 {
+                return;
+            }
+            self.pending |= tail_word(&bytes[..take]) << (8 * self.pending_len);
+            self.pending_len += take;
+            bytes = &bytes[take..];
+            if self.pending_len < 8 {
+                return;
+            }
+            self.h = hash_word(self.h, self.pending);
+            self.pending = 0;
+            self.pending_len = 0;
+        }
+        let mut chunks = bytes.chunks_exact(8);
+        self.h = hash_words(self.h, &mut chunks);
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            self.pending = tail_word(rest);
+            self.pending_len = rest.len();
         }
     }
+    #[inline]
     fn finish(&self) -> u64 {
-        let mut h = self.0;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^ (h >> 33)
+        let mut h = self.h;
+        if self.pending_len > 0 {
+            h = hash_word(h, self.pending);
+        }
+        hash_finish(h, self.len)
     }
 }
 
 impl BuildHasher for PoboxHash {
-    type Hasher = FnvFmix;
-    fn build_hasher(&self) -> FnvFmix {
-        FnvFmix(0xcbf2_9ce4_8422_2325)
+    type Hasher = PoboxHasher;
+    fn build_hasher(&self) -> PoboxHasher {
+        PoboxHasher {
+            h: hash_start(KEY_SEED),
+            pending: 0,
+            pending_len: 0,
+            len: 0,
+        }
     }
 }
 
@@ -638,6 +801,7 @@ fn main() {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .configure_from_args();
+    check_hash_copy();
     weighted(&mut c);
     least_request(&mut c);
     maglev(&mut c);
