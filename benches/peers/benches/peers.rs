@@ -11,8 +11,9 @@ use std::hash::{BuildHasher, Hasher};
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
+use std::sync::Barrier;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion};
 use pobox::{Client, Destination, Mesh, MeshConfig, Object, Update};
@@ -459,6 +460,145 @@ fn least_request(c: &mut Criterion) {
     g.finish();
 }
 
+// === 2b: least-request P2C on one thread and on two ===
+
+/// Runs `pick` `iters` times on each of `threads` new threads, which start
+/// together (a barrier) after one untimed pick each (a route resolves its
+/// destination on a thread's first pick). Returns the wall time from the
+/// first thread's start to the last one's end, divided by `threads`: for
+/// criterion, whose figure is the returned time / `iters`, that makes the
+/// figure wall / (`threads` × `iters`), the time per pick of all the
+/// threads together (the inverse of their throughput). Thread start and
+/// join are outside the timed span.
+fn per_pick_on_threads(threads: usize, iters: u64, pick: impl Fn() + Sync) -> Duration {
+    let barrier = Barrier::new(threads);
+    let spans: Vec<(Instant, Instant)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    pick();
+                    barrier.wait();
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        pick();
+                    }
+                    (start, Instant::now())
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let start = spans.iter().map(|s| s.0).min().unwrap();
+    let end = spans.iter().map(|s| s.1).max().unwrap();
+    (end - start) / threads as u32
+}
+
+/// Issue 3, target 2's scaling ("2 threads ≥ 1.8× one thread"): least-request
+/// begin + drop of the `Request` (the pick and its in-flight accounting)
+/// with N = 100 and 10,000 endpoints, by 1 and by 2 threads sharing one
+/// `Route` (and one `Mesh`), so that they share the endpoints' in-flight
+/// counts, as a proxy's workers do.
+///
+/// Each figure `<impl>/<n>/<t>_thread[s]` is the time per pick of all `t`
+/// threads together, wall / (t × picks per thread) (see
+/// [`per_pick_on_threads`]); the 1-thread figure also runs on a new thread.
+/// The scaling of 2 threads is the ratio of their throughputs,
+/// `1_thread / 2_threads` (2.0: perfect, 1.0: none); `write_summary`
+/// puts it in `least_request_p2c_threads_scaling`.
+///
+/// tower's `Balance` needs `&mut self` for `poll_ready` and `call`, so two
+/// threads can share one only behind a lock: it is measured in a `Mutex`
+/// (the 1-thread figure too, so the ratio is the lock's contention, not its
+/// cost). tower's own way to share a balancer, `Buffer`, sends every
+/// request through a channel to one task, which serialises the picks too.
+/// One `Balance` per thread would scale, but each would count only its own
+/// thread's requests: not the same balancer.
+fn least_request_threads(c: &mut Criterion) {
+    use tower::Service;
+    let mut g = c.benchmark_group("least_request_p2c_threads");
+    for n in [100usize, 10_000] {
+        let mesh = mesh_with(&k8s_json(
+            json!({"pobox.io/lb-policy": "least-request"}),
+            n,
+            None,
+        ));
+        let d = dest();
+        let route = mesh.route(&d, None);
+        let services: Vec<_> = (0..n)
+            .map(|i| {
+                tower::load::PendingRequests::new(
+                    Ready(addr(i)),
+                    tower::load::CompleteOnResponse::default(),
+                )
+            })
+            .collect();
+        let mut balance: tower::balance::p2c::Balance<_, ()> =
+            tower::balance::p2c::Balance::new(tower::discover::ServiceList::new(services));
+        let waker = futures::task::noop_waker();
+        assert!(matches!(
+            balance.poll_ready(&mut Context::from_waker(&waker)),
+            Poll::Ready(Ok(()))
+        ));
+        assert_eq!(balance.len(), n);
+        let balance = std::sync::Mutex::new(balance);
+
+        for threads in [1usize, 2] {
+            let t = if threads == 1 {
+                "1_thread".to_owned()
+            } else {
+                format!("{threads}_threads")
+            };
+            g.bench_function(format!("pobox_route_begin_drop/{n}/{t}"), |b| {
+                b.iter_custom(|iters| {
+                    per_pick_on_threads(threads, iters, || {
+                        black_box(route.begin(&Client::new()).unwrap().addr());
+                    })
+                })
+            });
+            // The choice alone, no accounting: what of the above is the
+            // pick and what the `Request` (its counts and its `Arc` of the
+            // port, shared by every thread).
+            g.bench_function(format!("pobox_route_pick/{n}/{t}"), |b| {
+                b.iter_custom(|iters| {
+                    per_pick_on_threads(threads, iters, || {
+                        black_box(route.pick(&Client::new()).unwrap().addr);
+                    })
+                })
+            });
+            g.bench_function(format!("pobox_mesh_begin_drop/{n}/{t}"), |b| {
+                b.iter_custom(|iters| {
+                    per_pick_on_threads(threads, iters, || {
+                        black_box(mesh.begin(black_box(&d), &Client::new()).unwrap().addr());
+                    })
+                })
+            });
+            g.bench_function(
+                format!("tower_balance_mutex_poll_ready_call/{n}/{t}"),
+                |b| {
+                    b.iter_custom(|iters| {
+                        per_pick_on_threads(threads, iters, || {
+                            let waker = futures::task::noop_waker();
+                            let mut cx = Context::from_waker(&waker);
+                            let fut = {
+                                let mut balance = balance.lock().unwrap();
+                                match balance.poll_ready(&mut cx) {
+                                    Poll::Ready(Ok(())) => {}
+                                    _ => unreachable!("always-ready services"),
+                                }
+                                balance.call(())
+                            };
+                            // Dropped unpolled, outside the lock: that ends
+                            // the request (its pending-request handle).
+                            drop(black_box(fut));
+                        })
+                    })
+                },
+            );
+        }
+    }
+    g.finish();
+}
+
 // === 3: Maglev, N = 1,000, M = 65,537 ===
 
 fn maglev(c: &mut Criterion) {
@@ -789,6 +929,19 @@ fn write_summary() {
             .or_default()
             .insert(implementation.to_owned(), (median * 10.0).round() / 10.0);
     }
+    // Target 2's scaling: the throughput of 2 threads over that of one
+    // (see `least_request_threads`).
+    if let Some(threads) = out.get("least_request_p2c_threads") {
+        let scaling: BTreeMap<String, f64> = threads
+            .iter()
+            .filter_map(|(id, two)| {
+                let case = id.strip_suffix("/2_threads")?;
+                let one = threads.get(&format!("{case}/1_thread"))?;
+                Some((case.to_owned(), (one / two * 100.0).round() / 100.0))
+            })
+            .collect();
+        out.insert("least_request_p2c_threads_scaling".to_owned(), scaling);
+    }
     let dir = target_dir().join("bench");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("summary.json");
@@ -804,6 +957,7 @@ fn main() {
     check_hash_copy();
     weighted(&mut c);
     least_request(&mut c);
+    least_request_threads(&mut c);
     maglev(&mut c);
     ring(&mut c);
     reference(&mut c);
