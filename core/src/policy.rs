@@ -114,8 +114,16 @@ pub(crate) fn is_prime(n: u32) -> bool {
 /// The multiplier of [`stable_hash`]'s word step.
 const HASH_K: u64 = 0x9e37_79b9_7f4a_7c15;
 
-/// 64-bit FNV-1a finished with murmur3's `fmix64`: stable across processes,
-/// platforms and releases (unlike `std`'s seeded hashers).
+/// The hash every table and key goes through: stable across processes,
+/// platforms and releases (unlike `std`'s seeded hashers), so every process
+/// builds the same tables and sends a key to the same endpoint.
+///
+/// Start from FNV-1a's offset basis xor `seed`; for each whole eight-byte
+/// word (little-endian), xor it in, multiply by `HASH_K` and rotate left
+/// by 31; the last 1 to 7 bytes likewise, as one word zero-padded above
+/// them; then xor in the length and finish with MurmurHash3's `fmix64`.
+/// Pinned by `stable_hash_is_pinned`; the peer benchmark
+/// (`benches/peers`) keeps a copy checked against the same values.
 pub(crate) fn stable_hash(bytes: &[u8], seed: u64) -> u64 {
     // Eight bytes per multiply (little-endian on every platform), then the
     // length, then MurmurHash3's finalizer: a client IP or a 16-byte key
@@ -1192,6 +1200,38 @@ mod tests {
                 (addr, 1 + (i * 7) % 5)
             })
             .collect()
+    }
+
+    /// The hash itself, pinned: a change to it moves every key and every
+    /// table, so it must be deliberate. benches/peers/benches/peers.rs
+    /// checks its copy of the hash against the same values.
+    #[test]
+    fn stable_hash_is_pinned() {
+        let cases: [(&[u8], u64, u64); 14] = [
+            (b"", 0, 0xefd0_1f60_ba99_2926),
+            (b"abc", 0, 0xa027_fefb_2dea_f693),
+            (&[192, 0, 2, 1], 0, 0xc122_4910_9a21_4738),
+            (b"8 bytes!", 0, 0x465e_e95d_ae70_e11e),
+            (b"client-00000000", 0, 0xe2ad_c69f_caeb_d50e),
+            (b"0123456789abcdef", 0, 0x810b_7d40_d4ba_0718),
+            (b"10.1.0.1:8080_123456789", 0, 0x04f7_b80e_1c55_49c6),
+            // Seed 2: client keys and IPs (`hash_key` in snapshot.rs).
+            (b"", 2, 0x0813_dce8_d5a1_8fe4),
+            (b"abc", 2, 0x4527_0f31_8d15_23e3),
+            (&[192, 0, 2, 1], 2, 0xbeb9_631b_461b_b842),
+            (b"8 bytes!", 2, 0x28b9_7d70_67b8_be8c),
+            (b"client-00000000", 2, 0xa6aa_4952_50a2_f907),
+            (b"0123456789abcdef", 2, 0x8734_9af1_5d86_0dff),
+            (b"10.1.0.1:8080_123456789", 2, 0x08f3_c494_14ca_0489),
+        ];
+        for (bytes, seed, want) in cases {
+            assert_eq!(
+                stable_hash(bytes, seed),
+                want,
+                "stable_hash({:?}, {seed})",
+                String::from_utf8_lossy(bytes)
+            );
+        }
     }
 
     /// A checksum of a table's entries, as u32s in table order.

@@ -11,8 +11,9 @@ use std::hash::{BuildHasher, Hasher};
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
+use std::sync::Barrier;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion};
 use pobox::{Client, Destination, Mesh, MeshConfig, Object, Update};
@@ -116,36 +117,199 @@ fn keys() -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// pobox's table hash (core/src/policy.rs `stable_hash`: 64-bit FNV-1a
-/// finished with murmur3's fmix64), as a `BuildHasher` so the `maglev`
-/// crate can use it. pobox does not export it; this is the same algorithm,
-/// fed the bytes the `maglev` crate's `Hash` calls write.
+// === pobox's hash, for the `maglev` crate ===
+
+/// A copy of pobox's table and key hash (core/src/policy.rs `stable_hash`
+/// and its steps, verbatim), because pobox does not export it: eight bytes
+/// per multiply, the last 1 to 7 bytes as one zero-padded word, then the
+/// length and murmur3's `fmix64`. `main` checks it against the values
+/// core/src/policy.rs pins (`stable_hash_is_pinned`) before measuring.
+fn stable_hash(bytes: &[u8], seed: u64) -> u64 {
+    let mut chunks = bytes.chunks_exact(8);
+    let mut h = hash_words(hash_start(seed), &mut chunks);
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        h = hash_word(h, tail_word(rest));
+    }
+    hash_finish(h, bytes.len())
+}
+
+const HASH_K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+#[inline(always)]
+fn tail_word(rest: &[u8]) -> u64 {
+    let n = rest.len();
+    debug_assert!((1..8).contains(&n));
+    if n >= 4 {
+        let low = u32::from_le_bytes(rest[..4].try_into().expect("four bytes")) as u64;
+        let high = u32::from_le_bytes(rest[n - 4..].try_into().expect("four bytes")) as u64;
+        low | high << (8 * (n - 4))
+    } else {
+        rest[0] as u64
+            | (rest[n / 2] as u64) << (8 * (n / 2))
+            | (rest[n - 1] as u64) << (8 * (n - 1))
+    }
+}
+
+#[inline(always)]
+fn hash_start(seed: u64) -> u64 {
+    0xcbf2_9ce4_8422_2325u64 ^ seed
+}
+
+#[inline(always)]
+fn hash_word(h: u64, word: u64) -> u64 {
+    (h ^ word).wrapping_mul(HASH_K).rotate_left(31)
+}
+
+#[inline(always)]
+fn hash_words(mut h: u64, chunks: &mut std::slice::ChunksExact<'_, u8>) -> u64 {
+    for chunk in chunks {
+        h = hash_word(
+            h,
+            u64::from_le_bytes(chunk.try_into().expect("chunks of eight")),
+        );
+    }
+    h
+}
+
+#[inline(always)]
+fn hash_finish(mut h: u64, len: usize) -> u64 {
+    h ^= len as u64;
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// pobox's client-key seed (`hash_key` in core/src/snapshot.rs hashes a
+/// key or a client IP with `stable_hash(_, 2)`).
+const KEY_SEED: u64 = 2;
+
+/// `stable_hash(bytes, seed)` for fixed inputs: the values
+/// core/src/policy.rs's `stable_hash_is_pinned` asserts for pobox's own.
+const PINNED_HASHES: [(&[u8], u64, u64); 14] = [
+    (b"", 0, 0xefd0_1f60_ba99_2926),
+    (b"abc", 0, 0xa027_fefb_2dea_f693),
+    (&[192, 0, 2, 1], 0, 0xc122_4910_9a21_4738),
+    (b"8 bytes!", 0, 0x465e_e95d_ae70_e11e),
+    (b"client-00000000", 0, 0xe2ad_c69f_caeb_d50e),
+    (b"0123456789abcdef", 0, 0x810b_7d40_d4ba_0718),
+    (b"10.1.0.1:8080_123456789", 0, 0x04f7_b80e_1c55_49c6),
+    (b"", 2, 0x0813_dce8_d5a1_8fe4),
+    (b"abc", 2, 0x4527_0f31_8d15_23e3),
+    (&[192, 0, 2, 1], 2, 0xbeb9_631b_461b_b842),
+    (b"8 bytes!", 2, 0x28b9_7d70_67b8_be8c),
+    (b"client-00000000", 2, 0xa6aa_4952_50a2_f907),
+    (b"0123456789abcdef", 2, 0x8734_9af1_5d86_0dff),
+    (b"10.1.0.1:8080_123456789", 2, 0x08f3_c494_14ca_0489),
+];
+
+/// Before anything is measured: the copy is pobox's hash, and the
+/// `Hasher` below is the copy over everything written to it, however the
+/// writes are split (three writes, at every pair of points).
+fn check_hash_copy() {
+    for (bytes, seed, want) in PINNED_HASHES {
+        assert_eq!(
+            stable_hash(bytes, seed),
+            want,
+            "the copy of stable_hash differs from core/src/policy.rs on {:?}, seed {seed}",
+            String::from_utf8_lossy(bytes)
+        );
+        if seed == KEY_SEED {
+            for i in 0..=bytes.len() {
+                for j in i..=bytes.len() {
+                    let mut h = PoboxHash.build_hasher();
+                    h.write(&bytes[..i]);
+                    h.write(&bytes[i..j]);
+                    h.write(&bytes[j..]);
+                    assert_eq!(h.finish(), want, "PoboxHasher, writes split at {i} and {j}");
+                }
+            }
+        }
+    }
+    // What the crate's `get` writes for a key: its seed, the slice's
+    // length prefix, the bytes.
+    let key = b"client-00000000";
+    let mut written = 0xdead_babe_u32.to_ne_bytes().to_vec();
+    written.extend_from_slice(&key.len().to_ne_bytes());
+    written.extend_from_slice(key);
+    let mut h = PoboxHash.build_hasher();
+    h.write_u32(0xdead_babe);
+    std::hash::Hash::hash(&key[..], &mut h);
+    assert_eq!(h.finish(), stable_hash(&written, KEY_SEED));
+}
+
+/// pobox's hash as a `BuildHasher`, so the `maglev` crate can use it.
+/// The crate hashes its own `u32` seed and then the value through `Hash`
+/// (a slice writes its length prefix, then its bytes), so the bytes
+/// differ from pobox's (a 15-byte key is 27 bytes here: four words, not
+/// two) and so do the tables; the hash function is the same.
 #[derive(Clone, Copy, Default)]
 struct PoboxHash;
 
-struct FnvFmix(u64);
+/// [`stable_hash`] over everything the crate's `Hash` calls write, as if
+/// over their concatenation: whole words are hashed as they complete (a
+/// word may span writes), the bytes of an incomplete one wait in
+/// `pending`, and `finish` hashes them as the tail word, then the length.
+/// (Keeping the bytes in a buffer and hashing them all in `finish` gives
+/// the same values, but a lookup took three times as long: the buffer's
+/// zeroing and copies, and a loop of unknown length.)
+struct PoboxHasher {
+    /// The hash of the whole words so far.
+    h: u64,
+    /// The 0 to 7 bytes after them, little-endian, zero above.
+    pending: u64,
+    pending_len: usize,
+    len: usize,
+}
 
-impl Hasher for FnvFmix {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= b as u64;
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+impl Hasher for PoboxHasher {
+    #[inline]
+    fn write(&mut self, mut bytes: &[u8]) {
+        self.len += bytes.len();
+        if self.pending_len > 0 {
+            let take = bytes.len().min(8 - self.pending_len);
+            if take == 0 {
+                return;
+            }
+            self.pending |= tail_word(&bytes[..take]) << (8 * self.pending_len);
+            self.pending_len += take;
+            bytes = &bytes[take..];
+            if self.pending_len < 8 {
+                return;
+            }
+            self.h = hash_word(self.h, self.pending);
+            self.pending = 0;
+            self.pending_len = 0;
+        }
+        let mut chunks = bytes.chunks_exact(8);
+        self.h = hash_words(self.h, &mut chunks);
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            self.pending = tail_word(rest);
+            self.pending_len = rest.len();
         }
     }
+    #[inline]
     fn finish(&self) -> u64 {
-        let mut h = self.0;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^ (h >> 33)
+        let mut h = self.h;
+        if self.pending_len > 0 {
+            h = hash_word(h, self.pending);
+        }
+        hash_finish(h, self.len)
     }
 }
 
 impl BuildHasher for PoboxHash {
-    type Hasher = FnvFmix;
-    fn build_hasher(&self) -> FnvFmix {
-        FnvFmix(0xcbf2_9ce4_8422_2325)
+    type Hasher = PoboxHasher;
+    fn build_hasher(&self) -> PoboxHasher {
+        PoboxHasher {
+            h: hash_start(KEY_SEED),
+            pending: 0,
+            pending_len: 0,
+            len: 0,
+        }
     }
 }
 
@@ -292,6 +456,145 @@ fn least_request(c: &mut Criterion) {
                 black_box(&mut fut);
             })
         });
+    }
+    g.finish();
+}
+
+// === 2b: least-request P2C on one thread and on two ===
+
+/// Runs `pick` `iters` times on each of `threads` new threads, which start
+/// together (a barrier) after one untimed pick each (a route resolves its
+/// destination on a thread's first pick). Returns the wall time from the
+/// first thread's start to the last one's end, divided by `threads`: for
+/// criterion, whose figure is the returned time / `iters`, that makes the
+/// figure wall / (`threads` × `iters`), the time per pick of all the
+/// threads together (the inverse of their throughput). Thread start and
+/// join are outside the timed span.
+fn per_pick_on_threads(threads: usize, iters: u64, pick: impl Fn() + Sync) -> Duration {
+    let barrier = Barrier::new(threads);
+    let spans: Vec<(Instant, Instant)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    pick();
+                    barrier.wait();
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        pick();
+                    }
+                    (start, Instant::now())
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let start = spans.iter().map(|s| s.0).min().unwrap();
+    let end = spans.iter().map(|s| s.1).max().unwrap();
+    (end - start) / threads as u32
+}
+
+/// Issue 3, target 2's scaling ("2 threads ≥ 1.8× one thread"): least-request
+/// begin + drop of the `Request` (the pick and its in-flight accounting)
+/// with N = 100 and 10,000 endpoints, by 1 and by 2 threads sharing one
+/// `Route` (and one `Mesh`), so that they share the endpoints' in-flight
+/// counts, as a proxy's workers do.
+///
+/// Each figure `<impl>/<n>/<t>_thread[s]` is the time per pick of all `t`
+/// threads together, wall / (t × picks per thread) (see
+/// [`per_pick_on_threads`]); the 1-thread figure also runs on a new thread.
+/// The scaling of 2 threads is the ratio of their throughputs,
+/// `1_thread / 2_threads` (2.0: perfect, 1.0: none); `write_summary`
+/// puts it in `least_request_p2c_threads_scaling`.
+///
+/// tower's `Balance` needs `&mut self` for `poll_ready` and `call`, so two
+/// threads can share one only behind a lock: it is measured in a `Mutex`
+/// (the 1-thread figure too, so the ratio is the lock's contention, not its
+/// cost). tower's own way to share a balancer, `Buffer`, sends every
+/// request through a channel to one task, which serialises the picks too.
+/// One `Balance` per thread would scale, but each would count only its own
+/// thread's requests: not the same balancer.
+fn least_request_threads(c: &mut Criterion) {
+    use tower::Service;
+    let mut g = c.benchmark_group("least_request_p2c_threads");
+    for n in [100usize, 10_000] {
+        let mesh = mesh_with(&k8s_json(
+            json!({"pobox.io/lb-policy": "least-request"}),
+            n,
+            None,
+        ));
+        let d = dest();
+        let route = mesh.route(&d, None);
+        let services: Vec<_> = (0..n)
+            .map(|i| {
+                tower::load::PendingRequests::new(
+                    Ready(addr(i)),
+                    tower::load::CompleteOnResponse::default(),
+                )
+            })
+            .collect();
+        let mut balance: tower::balance::p2c::Balance<_, ()> =
+            tower::balance::p2c::Balance::new(tower::discover::ServiceList::new(services));
+        let waker = futures::task::noop_waker();
+        assert!(matches!(
+            balance.poll_ready(&mut Context::from_waker(&waker)),
+            Poll::Ready(Ok(()))
+        ));
+        assert_eq!(balance.len(), n);
+        let balance = std::sync::Mutex::new(balance);
+
+        for threads in [1usize, 2] {
+            let t = if threads == 1 {
+                "1_thread".to_owned()
+            } else {
+                format!("{threads}_threads")
+            };
+            g.bench_function(format!("pobox_route_begin_drop/{n}/{t}"), |b| {
+                b.iter_custom(|iters| {
+                    per_pick_on_threads(threads, iters, || {
+                        black_box(route.begin(&Client::new()).unwrap().addr());
+                    })
+                })
+            });
+            // The choice alone, no accounting: what of the above is the
+            // pick and what the `Request` (its counts and its `Arc` of the
+            // port, shared by every thread).
+            g.bench_function(format!("pobox_route_pick/{n}/{t}"), |b| {
+                b.iter_custom(|iters| {
+                    per_pick_on_threads(threads, iters, || {
+                        black_box(route.pick(&Client::new()).unwrap().addr);
+                    })
+                })
+            });
+            g.bench_function(format!("pobox_mesh_begin_drop/{n}/{t}"), |b| {
+                b.iter_custom(|iters| {
+                    per_pick_on_threads(threads, iters, || {
+                        black_box(mesh.begin(black_box(&d), &Client::new()).unwrap().addr());
+                    })
+                })
+            });
+            g.bench_function(
+                format!("tower_balance_mutex_poll_ready_call/{n}/{t}"),
+                |b| {
+                    b.iter_custom(|iters| {
+                        per_pick_on_threads(threads, iters, || {
+                            let waker = futures::task::noop_waker();
+                            let mut cx = Context::from_waker(&waker);
+                            let fut = {
+                                let mut balance = balance.lock().unwrap();
+                                match balance.poll_ready(&mut cx) {
+                                    Poll::Ready(Ok(())) => {}
+                                    _ => unreachable!("always-ready services"),
+                                }
+                                balance.call(())
+                            };
+                            // Dropped unpolled, outside the lock: that ends
+                            // the request (its pending-request handle).
+                            drop(black_box(fut));
+                        })
+                    })
+                },
+            );
+        }
     }
     g.finish();
 }
@@ -626,6 +929,19 @@ fn write_summary() {
             .or_default()
             .insert(implementation.to_owned(), (median * 10.0).round() / 10.0);
     }
+    // Target 2's scaling: the throughput of 2 threads over that of one
+    // (see `least_request_threads`).
+    if let Some(threads) = out.get("least_request_p2c_threads") {
+        let scaling: BTreeMap<String, f64> = threads
+            .iter()
+            .filter_map(|(id, two)| {
+                let case = id.strip_suffix("/2_threads")?;
+                let one = threads.get(&format!("{case}/1_thread"))?;
+                Some((case.to_owned(), (one / two * 100.0).round() / 100.0))
+            })
+            .collect();
+        out.insert("least_request_p2c_threads_scaling".to_owned(), scaling);
+    }
     let dir = target_dir().join("bench");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("summary.json");
@@ -638,8 +954,10 @@ fn main() {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .configure_from_args();
+    check_hash_copy();
     weighted(&mut c);
     least_request(&mut c);
+    least_request_threads(&mut c);
     maglev(&mut c);
     ring(&mut c);
     reference(&mut c);
