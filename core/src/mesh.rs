@@ -20,7 +20,7 @@ use crate::balance::{with_local, Slot};
 use crate::config::MeshConfig;
 use crate::dest::{Client, Destination};
 use crate::error::{Error, PickError};
-use crate::health::Outcome;
+use crate::health::{Health, Outcome};
 use crate::model::{EndpointSlice, Kind, Object, Protocol, Service, ServiceKey, Update};
 use crate::parse;
 use crate::route::Route;
@@ -61,29 +61,47 @@ pub struct Request {
 
 #[derive(Debug)]
 struct Tracked {
-    port: Arc<PortEntry>,
-    /// The endpoint's position in the port's endpoints.
-    position: usize,
-    /// Outlier detection only: the clock its ejections are timed by.
-    clock: Option<Arc<dyn Clock>>,
+    /// The endpoint's count of requests in flight (and health).
+    health: Arc<Health>,
+    /// Outlier detection only: what reporting the outcome needs.
+    outlier: Option<Outlier>,
     open: bool,
+}
+
+/// What [`Request::finish`] reports an outcome through: the port (its
+/// ejection budget spans its endpoints), the endpoint's position in it, and
+/// the clock ejections are timed by.
+#[derive(Debug)]
+struct Outlier {
+    port: Arc<PortEntry>,
+    position: usize,
+    clock: Arc<dyn Clock>,
 }
 
 impl Request {
     /// Starts a request to the endpoint at `position` of `port` (counted in
     /// flight when the port tracks requests).
+    /// `port_arc` gives the port's `Arc`, taken only under outlier
+    /// detection.
     pub(crate) fn start(
         pick: Pick,
-        port: &Arc<PortEntry>,
+        port: &PortEntry,
+        port_arc: impl FnOnce() -> Arc<PortEntry>,
         position: usize,
         clock: &Arc<dyn Clock>,
     ) -> Request {
+        // Only the endpoint's state, not the port: every request on a port
+        // cloning the port's `Arc` made its count one cache line all
+        // threads wrote, and two threads slower than one.
         let tracked = port.health_at(position).map(|health| {
             health.begin();
             Tracked {
-                port: port.clone(),
-                position,
-                clock: port.records_outcomes().then(|| clock.clone()),
+                health: health.clone(),
+                outlier: port.records_outcomes().then(|| Outlier {
+                    port: port_arc(),
+                    position,
+                    clock: clock.clone(),
+                }),
                 open: true,
             }
         });
@@ -109,29 +127,24 @@ impl Request {
     /// work of finding it out and just drop the request (which ends it
     /// for least-request all the same).
     pub fn wants_outcome(&self) -> bool {
-        self.tracked.as_ref().is_some_and(|t| t.clock.is_some())
+        self.tracked.as_ref().is_some_and(|t| t.outlier.is_some())
     }
 
     /// Ends the request and reports how it went.
     pub fn finish(mut self, outcome: Outcome) {
         self.close();
         if let Some(Tracked {
-            port,
-            position,
-            clock: Some(clock),
-            ..
+            outlier: Some(o), ..
         }) = &self.tracked
         {
-            port.record_at(*position, outcome, &**clock);
+            o.port.record_at(o.position, outcome, &*o.clock);
         }
     }
 
     fn close(&mut self) {
         if let Some(t) = &mut self.tracked {
             if std::mem::take(&mut t.open) {
-                if let Some(health) = t.port.health_at(t.position) {
-                    health.end();
-                }
+                t.health.end();
             }
         }
     }
@@ -517,7 +530,8 @@ impl Mesh {
         let position = resolved.port.position_of(endpoint);
         Ok(Request::start(
             pick,
-            &resolved.port_arc(),
+            resolved.port,
+            || resolved.port_arc(),
             position,
             snapshot.clock(),
         ))

@@ -150,6 +150,7 @@ impl Route {
                 started = Some(Request::start(
                     pick,
                     port,
+                    || port.clone(),
                     port.position_of(endpoint),
                     &self.clock,
                 ));

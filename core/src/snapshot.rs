@@ -262,8 +262,8 @@ impl PortEntry {
 
     /// The health of the endpoint at `position` in `endpoints`, for ports
     /// that track requests.
-    pub(crate) fn health_at(&self, position: usize) -> Option<&Health> {
-        self.health.as_ref().map(|h| &*h[position])
+    pub(crate) fn health_at(&self, position: usize) -> Option<&Arc<Health>> {
+        self.health.as_ref().map(|h| &h[position])
     }
 
     /// The position in `endpoints` of one of its endpoints (a reference a
