@@ -208,8 +208,8 @@ impl PortEntry {
 
     /// [`PortEntry::member`] for a binding: when the endpoint at the bound
     /// position still has the bound address (the port's endpoints have not
-    /// changed around it), membership is a search of positions, not of
-    /// addresses.
+    /// changed around it), membership is a bit of `member_of`, not a search
+    /// of addresses.
     ///
     /// An endpoint that outlier detection has ejected is no member either,
     /// unless too few are healthy for ejections to count (the panic
