@@ -40,9 +40,10 @@
 //!   so that sets rarely overflow before the capacity is reached. The
 //!   readers of the old table go on reading it (its entries are the same; a
 //!   timer restarted in it in that instant is lost), and it is kept until
-//!   the table is dropped: the old tables of a shard together are a third
-//!   of its current one. At the default capacity a full table is 37.7 MB,
-//!   with the old ones 50 MB: 72 bytes a way, two ways an entry.
+//!   the table is dropped: the old tables of a shard together are smaller
+//!   than its current one (a third when every step was fourfold, as at
+//!   the default capacity, where a full table is 37.7 MB and 50 MB with
+//!   the old ones: 72 bytes a way, two ways an entry).
 //! * Eviction: at its capacity a shard replaces the least recently used
 //!   entry of the new client's set (of the next set that has one if that
 //!   set is empty). A set that is full before the shard is (rare once the
