@@ -391,6 +391,36 @@ fn weighted(c: &mut Criterion) {
 #[derive(Clone)]
 struct Ready(SocketAddr);
 
+/// tower's P2C `Balance` over `n` always-ready services that count their
+/// requests in flight, with discovery drained and every service ready.
+fn tower_p2c(
+    n: usize,
+) -> tower::balance::p2c::Balance<
+    tower::discover::ServiceList<
+        Vec<tower::load::PendingRequests<Ready, tower::load::CompleteOnResponse>>,
+    >,
+    (),
+> {
+    use tower::Service;
+    let services: Vec<_> = (0..n)
+        .map(|i| {
+            tower::load::PendingRequests::new(
+                Ready(addr(i)),
+                tower::load::CompleteOnResponse::default(),
+            )
+        })
+        .collect();
+    let mut balance =
+        tower::balance::p2c::Balance::new(tower::discover::ServiceList::new(services));
+    let waker = futures::task::noop_waker();
+    assert!(matches!(
+        balance.poll_ready(&mut Context::from_waker(&waker)),
+        Poll::Ready(Ok(()))
+    ));
+    assert_eq!(balance.len(), n);
+    balance
+}
+
 impl tower::Service<()> for Ready {
     type Response = SocketAddr;
     type Error = std::convert::Infallible;
@@ -429,21 +459,9 @@ fn least_request(c: &mut Criterion) {
         });
 
         use tower::Service;
-        let services: Vec<_> = (0..n)
-            .map(|i| {
-                tower::load::PendingRequests::new(
-                    Ready(addr(i)),
-                    tower::load::CompleteOnResponse::default(),
-                )
-            })
-            .collect();
-        let mut balance: tower::balance::p2c::Balance<_, ()> =
-            tower::balance::p2c::Balance::new(tower::discover::ServiceList::new(services));
+        let mut balance = tower_p2c(n);
         let waker = futures::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
-        // Drain discovery and make every service ready before measuring.
-        assert!(matches!(balance.poll_ready(&mut cx), Poll::Ready(Ok(()))));
-        assert_eq!(balance.len(), n);
         g.bench_function(format!("tower_balance_poll_ready_call/{n}"), |b| {
             b.iter(|| {
                 match balance.poll_ready(&mut cx) {
@@ -524,23 +542,7 @@ fn least_request_threads(c: &mut Criterion) {
         ));
         let d = dest();
         let route = mesh.route(&d, None);
-        let services: Vec<_> = (0..n)
-            .map(|i| {
-                tower::load::PendingRequests::new(
-                    Ready(addr(i)),
-                    tower::load::CompleteOnResponse::default(),
-                )
-            })
-            .collect();
-        let mut balance: tower::balance::p2c::Balance<_, ()> =
-            tower::balance::p2c::Balance::new(tower::discover::ServiceList::new(services));
-        let waker = futures::task::noop_waker();
-        assert!(matches!(
-            balance.poll_ready(&mut Context::from_waker(&waker)),
-            Poll::Ready(Ok(()))
-        ));
-        assert_eq!(balance.len(), n);
-        let balance = std::sync::Mutex::new(balance);
+        let balance = std::sync::Mutex::new(tower_p2c(n));
 
         for threads in [1usize, 2] {
             let t = if threads == 1 {
