@@ -238,3 +238,38 @@ fn a_binding_holds_when_endpoints_before_it_come_and_go() {
     );
     assert_eq!(pick(&mesh, "192.0.2.2"), "10.1.0.2");
 }
+
+/// A binding belongs to the eligible set it was made in: an endpoint that
+/// leaves the node-port set (`externalTrafficPolicy: Local`, no longer on
+/// this node) but stays in the cluster-IP set, at the same position, loses
+/// its node-port bindings only.
+#[test]
+fn a_binding_is_checked_against_its_own_eligible_set() {
+    let mut svc = service("round-robin", 60);
+    svc["spec"]["externalTrafficPolicy"] = json!("Local");
+    let on = |nodes: [&str; 3]| {
+        let mut s = slice("rrr");
+        for (i, node) in nodes.into_iter().enumerate() {
+            s["endpoints"][i]["nodeName"] = json!(node);
+        }
+        s
+    };
+    let clock = Arc::new(ManualClock::new());
+    let config = MeshConfig::new()
+        .node("node-1")
+        .node_ip("192.168.0.1".parse().unwrap());
+    let mesh = Mesh::with_clock(config, clock).unwrap();
+    apply(&mesh, &[svc, on(["node-1", "node-2", "node-2"])]);
+    let node_port = "192.168.0.1:30080";
+    assert_eq!(pick_at(&mesh, node_port, "192.0.2.1"), "10.1.0.1");
+    assert_eq!(pick(&mesh, "192.0.2.1"), "10.1.0.1");
+    // 10.1.0.1 moves to node-2 (same address, same position); 10.1.0.3
+    // comes to node-1.
+    apply(&mesh, &[on(["node-2", "node-2", "node-1"])]);
+    assert_eq!(pick_at(&mesh, node_port, "192.0.2.1"), "10.1.0.3");
+    assert_eq!(
+        pick(&mesh, "192.0.2.1"),
+        "10.1.0.1",
+        "the cluster-IP binding holds"
+    );
+}
