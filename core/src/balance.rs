@@ -188,8 +188,16 @@ pub(crate) fn with_local(f: impl FnOnce(&mut Local)) {
         }
     });
     if let Some(f) = f {
-        f(&mut Local::default());
+        with_fresh_local(f);
     }
+}
+
+/// [`with_local`] when the thread's state is out of reach: out of line, so
+/// that the hot path calls `f` in one place only and can inline it.
+#[cold]
+#[inline(never)]
+fn with_fresh_local(f: impl FnOnce(&mut Local)) {
+    f(&mut Local::default());
 }
 
 #[cfg(test)]

@@ -273,7 +273,8 @@ fn write_small_decimal(out: &mut [u8], mut n: u32) -> usize {
 pub(crate) enum Table {
     /// Round robin or random over `members`.
     Members,
-    /// A cycle of positions in `members`.
+    /// A cycle of positions in `members` as [`build`] makes it, which a
+    /// service port maps to positions in its endpoints.
     Sequence(Box<[u32]>),
     /// Maglev: position in `members` for each slot of the table.
     Maglev(Positions),

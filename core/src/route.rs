@@ -109,7 +109,11 @@ impl Route {
     /// [`Mesh::pick`]: crate::Mesh::pick
     #[inline]
     pub fn pick(&self, client: &Client<'_>) -> Result<Pick, PickError> {
-        match self.try_pick(client) {
+        let mut picked = None;
+        self.with_resolution(|resolution, cursors| {
+            picked = self.pick_from(resolution, client, cursors);
+        });
+        match picked {
             Some(pick) => Ok(pick),
             None => self.pick_failed(client),
         }

@@ -149,13 +149,25 @@ pub struct PortEntry {
     /// drained endpoint) or the policy has tables; `None` (8 bytes instead of
     /// 160 per port) for plain round robin, random and least-request.
     balancing: Option<Box<Balancing>>,
-    /// Plain round robin over `sets` (no tables, no drained members, no
-    /// outlier detection): the pick path's shortcut.
-    plain_round_robin: bool,
-    /// Maglev or ring hash with no affinity and no outlier detection: a
-    /// client with a hash key is picked by the table alone (no cursors, no
-    /// clock), the pick path's other shortcut.
-    plain_hash: bool,
+    /// The pick path's shortcut for this port, if it has one.
+    shortcut: Shortcut,
+}
+
+/// A pick that needs only the policy's table (or the set): no outlier
+/// detection to pass over ejected endpoints, and for the hash policies no
+/// session affinity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shortcut {
+    /// Every pick takes the general path.
+    None,
+    /// Round robin over `sets` (no tables, no drained members).
+    RoundRobin,
+    /// Smooth weighted round robin: the set's sequence, which holds
+    /// positions in `endpoints`, in turn.
+    Sequence,
+    /// Maglev or ring hash, no affinity: a client with a hash key is picked
+    /// by the table alone (no cursors, no clock).
+    Hash,
 }
 
 impl PortEntry {
@@ -313,17 +325,28 @@ impl PortEntry {
         now: Duration,
         cursors: &mut Cursors,
     ) -> Option<usize> {
-        if self.plain_round_robin {
-            let members = &self.sets[set];
-            if members.is_empty() {
-                return None;
+        match self.shortcut {
+            Shortcut::RoundRobin => {
+                let members = &self.sets[set];
+                if members.is_empty() {
+                    return None;
+                }
+                return Some(members[self.slot.next(cursors, set, members.len())] as usize);
             }
-            return Some(members[self.slot.next(cursors, set, members.len())] as usize);
-        }
-        if self.plain_hash {
-            if let Some(at) = hash_key(client).and_then(|h| self.pick_hashed(set, h)) {
-                return Some(at);
+            Shortcut::Sequence => {
+                // An empty set has no table (`Table::Members`).
+                let Some(Table::Sequence(seq)) = self.balancing.as_ref().map(|b| &b.tables[set])
+                else {
+                    return None;
+                };
+                return Some(seq[self.slot.next(cursors, set, seq.len())] as usize);
             }
+            Shortcut::Hash => {
+                if let Some(at) = hash_key(client).and_then(|h| self.pick_hashed(set, h)) {
+                    return Some(at);
+                }
+            }
+            Shortcut::None => {}
         }
         self.pick_by_table(set, client, now, cursors)
     }
@@ -367,7 +390,15 @@ impl PortEntry {
                 }
                 at
             }
-            Table::Sequence(seq) => seq[self.slot.next(cursors, set, seq.len())] as usize,
+            Table::Sequence(seq) => {
+                // The sequence holds positions in `endpoints`: the member
+                // index is wanted only to walk past an ejected endpoint.
+                let first = seq[self.slot.next(cursors, set, seq.len())] as usize;
+                if self.outlier.is_none() || !self.is_ejected(first, now) {
+                    return Some(first);
+                }
+                members.partition_point(|&m| (m as usize) < first)
+            }
             Table::Maglev(_) | Table::Ring(_) => {
                 match hash_key(client).and_then(|h| table.hashed(h)) {
                     Some(at) => at,
@@ -378,7 +409,7 @@ impl PortEntry {
         Some(self.avoid_ejected(members, at, now))
     }
 
-    /// [`PortEntry::pick_by_table`] for a [`PortEntry::plain_hash`] port
+    /// [`PortEntry::pick_by_table`] for a [`Shortcut::Hash`] port
     /// and a client with a hash key: its position in `endpoints`; `None`
     /// when the set is empty (or has no table), for the general path.
     #[inline(always)]
@@ -917,6 +948,12 @@ fn build_port<'a>(
             .map(|&e| (endpoints[e as usize].addr(), endpoints[e as usize].weight))
             .collect();
         tables[i] = policy::build(policy, &weighted);
+        if let Table::Sequence(seq) = &mut tables[i] {
+            // Positions in `endpoints`, one step less for every pick.
+            for at in seq.iter_mut() {
+                *at = of[*at as usize];
+            }
+        }
     }
     // State for least-request and outlier detection; an endpoint that stays
     // keeps its state object.
@@ -943,12 +980,15 @@ fn build_port<'a>(
     .then(|| Box::new(Balancing { members, tables }));
     let outlier = service.outlier_detection();
     PortEntry {
-        plain_round_robin: policy == LbPolicy::RoundRobin
-            && balancing.is_none()
-            && outlier.is_none(),
-        plain_hash: policy.is_consistent()
-            && service.session_affinity() == SessionAffinity::None
-            && outlier.is_none(),
+        shortcut: match policy {
+            _ if outlier.is_some() => Shortcut::None,
+            LbPolicy::RoundRobin if balancing.is_none() => Shortcut::RoundRobin,
+            LbPolicy::WeightedRoundRobin => Shortcut::Sequence,
+            _ if policy.is_consistent() && service.session_affinity() == SessionAffinity::None => {
+                Shortcut::Hash
+            }
+            _ => Shortcut::None,
+        },
         service: service.key().clone(),
         spec: spec.clone(),
         slot,
@@ -1104,7 +1144,7 @@ impl<'s> Resolved<'s> {
 
     /// [`Resolved::pick`], `None` when no endpoint is eligible: the error
     /// is built only off the hot path.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn try_pick(
         &self,
         client: &Client<'_>,
@@ -1140,7 +1180,7 @@ pub(crate) fn pick_in<'p>(
     }
 }
 
-/// The shortcut of [`PortEntry::pick`] for a [`PortEntry::plain_hash`] port
+/// The shortcut of [`PortEntry::pick`] for a [`Shortcut::Hash`] port
 /// and a client with a hash key, taken by [`Resolved::pick`] before it
 /// fetches the thread's state, which the table does not need. `None` sends
 /// the pick down the general path (which also says when the set is empty).
@@ -1150,7 +1190,7 @@ fn pick_plain_hash<'p>(
     set: usize,
     client: &Client<'_>,
 ) -> Option<&'p Endpoint> {
-    if !port.plain_hash {
+    if port.shortcut != Shortcut::Hash {
         return None;
     }
     let at = port.pick_hashed(set, hash_key(client)?)?;

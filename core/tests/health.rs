@@ -218,6 +218,34 @@ fn consecutive_failures_eject_with_growing_backoff() {
 }
 
 #[test]
+fn weighted_round_robin_passes_over_an_ejected_endpoint() {
+    // Weights 1, 0, 0, 2, 1, 1: two drained endpoints sit before the
+    // ejected 10.1.0.4, so its position in the port (3) and its index among
+    // the members (1) differ, and the walk past it must start from the latter.
+    let mut annotations = outlier(1, 50, 0);
+    annotations["pobox.io/lb-policy"] = json!("weighted-round-robin");
+    let mut objects = objects(annotations, 6);
+    objects["items"][1]["metadata"]["annotations"] = json!({
+        "pobox.io/weights": json!({"10.1.0.2": 0, "10.1.0.3": 0, "10.1.0.4": 2}).to_string()
+    });
+    let clock = Arc::new(ManualClock::new());
+    let mesh = Mesh::with_clock(MeshConfig::new(), clock).unwrap();
+    mesh.apply(&serde_json::to_vec(&objects).unwrap()).unwrap();
+    let before = picks(&mesh, 50);
+    assert_eq!(
+        before.into_iter().collect::<Vec<_>>(),
+        [(ep(1), 10), (ep(4), 20), (ep(5), 10), (ep(6), 10)]
+    );
+    mesh.report(&dest(), ep(4), Outcome::Failure).unwrap();
+    // Ejected: each of its turns goes to the member after it, 10.1.0.5.
+    let after = picks(&mesh, 50);
+    assert_eq!(
+        after.into_iter().collect::<Vec<_>>(),
+        [(ep(1), 10), (ep(5), 30), (ep(6), 10)]
+    );
+}
+
+#[test]
 fn at_most_the_configured_share_is_ejected() {
     // 10% of 4 endpoints rounds to 0: at least one may always be ejected, not two.
     let (mesh, _) = setup(outlier(1, 10, 0), 4);
