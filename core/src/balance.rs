@@ -89,7 +89,7 @@ impl Slot {
     pub(crate) fn next(&self, cursors: &mut Cursors, lane: usize, len: usize) -> usize {
         let i = self.id as usize * LANES + lane;
         if i >= cursors.0.len() {
-            cursors.0.resize(i + 1, Cursor::default());
+            cursors.grow(i);
         }
         let c = &mut cursors.0[i];
         if c.generation != self.generation {
@@ -146,6 +146,16 @@ struct Cursor {
 /// One thread's round-robin positions, by slot id and lane.
 #[derive(Default)]
 pub(crate) struct Cursors(Vec<Cursor>);
+
+impl Cursors {
+    /// Makes room for cursor `i`: once per thread and slot id, so out of
+    /// the pick's way.
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, i: usize) {
+        self.0.resize(i + 1, Cursor::default());
+    }
+}
 
 /// The pick path's per-thread state, reached with one thread-local access
 /// per pick: the round-robin cursors, the snapshot this thread last

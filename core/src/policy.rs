@@ -874,6 +874,28 @@ pub fn reseed_thread_rng(seed: u64) {
 /// A uniform index in `0..len` from this thread's xorshift generator, seeded
 /// from the thread's address space on first use.
 pub(crate) fn random_index(len: usize) -> usize {
+    // Lemire's multiply-shift: unbiased enough for balancing, no division.
+    ((next_random() as u128 * len as u128) >> 64) as usize
+}
+
+/// Two uniform indices in `0..len` (`len` > 0) from one draw, distinct
+/// when `len` ≥ 2: power of two choices' candidates. Each takes 32 bits of
+/// the draw, which keeps the bias of the multiply-shift below `len / 2^32`.
+#[inline]
+pub(crate) fn random_pair(len: usize) -> (usize, usize) {
+    let x = next_random();
+    let scale = |bits: u64, n: usize| ((bits * n as u64) >> 32) as usize;
+    let i = scale(x & 0xffff_ffff, len);
+    if len < 2 {
+        return (i, i);
+    }
+    let j = scale(x >> 32, len - 1);
+    (i, if j >= i { j + 1 } else { j })
+}
+
+/// The next value of this thread's xorshift generator.
+#[inline]
+fn next_random() -> u64 {
     RNG.with(|rng| {
         let mut x = rng.get();
         if x == 0 {
@@ -883,8 +905,7 @@ pub(crate) fn random_index(len: usize) -> usize {
         x ^= x >> 7;
         x ^= x << 17;
         rng.set(x);
-        // Lemire's multiply-shift: unbiased enough for balancing, no division.
-        ((x as u128 * len as u128) >> 64) as usize
+        x
     })
 }
 
@@ -1432,6 +1453,31 @@ mod tests {
                     reference_lookup(&expected, key),
                     "key {key:#x}, {n} members, size {size}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn random_pair_is_in_range_distinct_and_uniform() {
+        assert_eq!(random_pair(1), (0, 0));
+        let mut counts = [[0u32; 3]; 3];
+        for _ in 0..30_000 {
+            let (i, j) = random_pair(3);
+            assert_ne!(i, j);
+            counts[i][j] += 1;
+        }
+        // Six ordered pairs, 5,000 each expected: within 10%.
+        for (i, row) in counts.iter().enumerate() {
+            for (j, &n) in row.iter().enumerate() {
+                if i != j {
+                    assert!((4_500..=5_500).contains(&n), "{counts:?}");
+                }
+            }
+        }
+        for len in [2usize, 1000, 70_000] {
+            for _ in 0..1000 {
+                let (i, j) = random_pair(len);
+                assert!(i < len && j < len && i != j);
             }
         }
     }

@@ -19,7 +19,7 @@ use crate::model::{
     EndpointMeta, EndpointSlice, IpFamily, Protocol, Service, ServiceKey, ServicePort,
     SessionAffinity,
 };
-use crate::policy::{self, random_index, stable_hash, LbPolicy, Table};
+use crate::policy::{self, random_index, random_pair, stable_hash, LbPolicy, Table};
 use crate::select::{self, Candidate, Locality};
 use crate::shard::ShardedMap;
 use crate::validate::DEFAULT_NAMESPACE;
@@ -168,6 +168,8 @@ enum Shortcut {
     /// Maglev or ring hash, no affinity: a client with a hash key is picked
     /// by the table alone (no cursors, no clock).
     Hash,
+    /// Least-request over `sets` (no drained members).
+    LeastRequest,
 }
 
 impl PortEntry {
@@ -346,6 +348,13 @@ impl PortEntry {
                     return Some(at);
                 }
             }
+            Shortcut::LeastRequest => {
+                let members = &self.sets[set];
+                if members.is_empty() {
+                    return None;
+                }
+                return Some(self.least_request(members, now));
+            }
             Shortcut::None => {}
         }
         self.pick_by_table(set, client, now, cursors)
@@ -469,19 +478,15 @@ impl PortEntry {
 
     /// Power of two choices: of two random members (distinct when there are
     /// two or more), the one with fewer requests in flight; the first on a tie.
+    #[inline(always)]
     fn least_request(&self, members: &[u32], now: Duration) -> usize {
         let health = self
             .health
             .as_ref()
             .expect("least-request ports carry health");
-        let n = members.len();
-        let i = random_index(n);
-        if n == 1 {
+        let (i, j) = random_pair(members.len());
+        if i == j {
             return self.avoid_ejected(members, i, now);
-        }
-        let mut j = random_index(n - 1);
-        if j >= i {
-            j += 1;
         }
         let a = self.avoid_ejected(members, i, now);
         let b = self.avoid_ejected(members, j, now);
@@ -984,6 +989,7 @@ fn build_port<'a>(
             _ if outlier.is_some() => Shortcut::None,
             LbPolicy::RoundRobin if balancing.is_none() => Shortcut::RoundRobin,
             LbPolicy::WeightedRoundRobin => Shortcut::Sequence,
+            LbPolicy::LeastRequest if balancing.is_none() => Shortcut::LeastRequest,
             _ if policy.is_consistent() && service.session_affinity() == SessionAffinity::None => {
                 Shortcut::Hash
             }
