@@ -132,6 +132,25 @@ impl Route {
         picked
     }
 
+    /// Whether a pick through this route reads the client's IP, as the
+    /// service port it resolves to in the current snapshot says
+    /// ([`PortEntry::uses_client_ip`]); `false` when it does not resolve.
+    /// For callers to whom the address costs something to learn (a
+    /// proxy-wasm filter reads it from a host property): they may leave
+    /// [`Client::ip`] unset when this says it is not used.
+    ///
+    /// [`PortEntry::uses_client_ip`]: crate::PortEntry::uses_client_ip
+    pub fn uses_client_ip(&self) -> bool {
+        let mut uses = false;
+        self.with_resolution(|resolution, _| {
+            uses = resolution
+                .port
+                .as_ref()
+                .is_some_and(|(port, _)| port.uses_client_ip());
+        });
+        uses
+    }
+
     /// Starts a request, as [`Mesh::begin`] does for the route's
     /// destination: for Services that count requests (least-request) or
     /// watch health (outlier detection), the endpoint counts it in flight

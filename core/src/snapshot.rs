@@ -206,6 +206,14 @@ impl PortEntry {
         self.policy
     }
 
+    /// Whether a pick from this port reads the client's IP: for `ClientIP`
+    /// session affinity, and as the hash key of Maglev and ring hash when
+    /// the client brings no key of its own. The other policies never look
+    /// at it.
+    pub fn uses_client_ip(&self) -> bool {
+        self.affinity.is_some() || self.policy.is_consistent()
+    }
+
     /// The member of `set` at `addr`, if there is one (members are in
     /// address order).
     fn member(&self, set: usize, addr: SocketAddr) -> Option<&Endpoint> {

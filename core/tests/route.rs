@@ -83,6 +83,42 @@ fn a_route_follows_every_version() {
 }
 
 #[test]
+fn a_route_says_whether_its_picks_read_the_client_ip() {
+    let mesh = Mesh::new(MeshConfig::new()).unwrap();
+    let route = mesh.route(&dest("10.96.0.10:80"), None);
+    assert!(!route.uses_client_ip(), "no Service yet");
+    let endpoints = slice("default", "web-1", &["10.1.0.1", "10.1.0.2"]);
+    for (annotations, affinity, uses) in [
+        (json!({}), false, false),
+        (json!({"pobox.io/lb-policy": "least-request"}), false, false),
+        (
+            json!({"pobox.io/lb-policy": "weighted-round-robin"}),
+            false,
+            false,
+        ),
+        (json!({"pobox.io/lb-policy": "random"}), false, false),
+        (json!({}), true, true),
+        (json!({"pobox.io/lb-policy": "maglev"}), false, true),
+        (json!({"pobox.io/lb-policy": "ring-hash"}), false, true),
+    ] {
+        // Each version in turn: the answer follows the current snapshot.
+        apply(
+            &mesh,
+            &[
+                service("default", "10.96.0.10", annotations.clone(), affinity),
+                endpoints.clone(),
+            ],
+        );
+        assert_eq!(route.uses_client_ip(), uses, "{annotations} {affinity}");
+        let snapshot = mesh.snapshot();
+        let resolved = snapshot
+            .resolve(&dest("10.96.0.10:80"), &Client::new())
+            .unwrap();
+        assert_eq!(resolved.port.uses_client_ip(), uses);
+    }
+}
+
+#[test]
 fn a_route_and_mesh_pick_share_one_round_robin_sequence() {
     let mesh = Mesh::new(MeshConfig::new()).unwrap();
     apply(

@@ -82,7 +82,7 @@ fn bench(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter_batched_ref(
                 || Map(template.0.clone()),
-                |h| match router.route(h, client) {
+                |h| match router.route(h, || client) {
                     Routed::Endpoint(r) => black_box(r.addr()),
                     Routed::NoRoute(e) => panic!("{e}"),
                 },

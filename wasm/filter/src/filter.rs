@@ -318,10 +318,13 @@ impl HttpContext for Http {
             return Action::Continue;
         };
         let started = self.metrics.routes.map(|_| host_nanos());
-        let source = hostcalls::get_property(vec!["source", "address"])
-            .ok()
-            .flatten()
-            .and_then(|bytes| source_ip(&bytes));
+        // A host call, made only for Services that read the client's IP.
+        let source = || {
+            hostcalls::get_property(vec!["source", "address"])
+                .ok()
+                .flatten()
+                .and_then(|bytes| source_ip(&bytes))
+        };
         let action = match router.route(&mut HostHeaders, source) {
             Routed::Endpoint(request) => {
                 self.request = Some(request);

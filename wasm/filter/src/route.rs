@@ -9,17 +9,17 @@ use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use pobox::{Client, Clock, Destination, Mesh, PickError, Request};
+use pobox::{Client, Clock, Destination, Mesh, PickError, Request, Route};
 
 use crate::config::{HashKey, Settings};
 
 /// The port a destination gets when `:authority` names none (plain HTTP).
 pub const DEFAULT_PORT: u16 = 80;
 
-/// Parsed destinations kept per VM, by `:authority`; the cache is emptied
-/// when full, so a client sending many distinct authorities costs memory
-/// only up to this bound.
-const DESTINATION_CACHE_ENTRIES: usize = 1024;
+/// Routes kept per VM, by `:authority` (its destination parsed and resolved
+/// once per snapshot version); the cache is emptied when full, so a client
+/// sending many distinct authorities costs memory only up to this bound.
+const ROUTE_CACHE_ENTRIES: usize = 1024;
 
 /// Endpoint addresses already written out as `IP:PORT`, kept per VM:
 /// formatting an address costs more than the pick inside the VM. Emptied
@@ -52,7 +52,7 @@ pub enum Routed {
 pub struct Router {
     mesh: Mesh,
     settings: Settings,
-    destinations: RefCell<HashMap<String, Rc<Result<Destination, PickError>>>>,
+    routes: RefCell<HashMap<String, Rc<Result<Route, PickError>>>>,
     endpoint_strings: RefCell<HashMap<SocketAddr, Rc<str>>>,
 }
 
@@ -69,7 +69,7 @@ impl Router {
         Ok(Router {
             mesh,
             settings,
-            destinations: RefCell::new(HashMap::new()),
+            routes: RefCell::new(HashMap::new()),
             endpoint_strings: RefCell::new(HashMap::new()),
         })
     }
@@ -86,9 +86,16 @@ impl Router {
 
     /// Routes one request: removes any client-sent copy of the endpoint
     /// header first, then picks for the destination in `:authority` (port 80
-    /// when none is given) from `source` with the configured hash key, and
-    /// writes the endpoint as `IP:PORT` (`[IPv6]:PORT`).
-    pub fn route(&self, headers: &mut impl Headers, source: Option<IpAddr>) -> Routed {
+    /// when none is given) with the configured hash key, and writes the
+    /// endpoint as `IP:PORT` (`[IPv6]:PORT`). `source` gives the client's
+    /// IP; it is called only when the destination's Service reads it
+    /// (session affinity, a hash policy: [`Route::uses_client_ip`]), since
+    /// asking the host costs a call.
+    pub fn route(
+        &self,
+        headers: &mut impl Headers,
+        source: impl FnOnce() -> Option<IpAddr>,
+    ) -> Routed {
         // Before anything else: a client must never choose its own backend,
         // whatever happens below.
         headers.remove(&self.settings.header);
@@ -101,10 +108,15 @@ impl Router {
                 .get("cookie")
                 .and_then(|cookies| cookie(&cookies, name).map(str::to_owned)),
         };
-        let dest = self.destination(&authority);
-        let dest = match &*dest {
-            Ok(dest) => dest,
+        let route = self.route_to(&authority);
+        let route = match &*route {
+            Ok(route) => route,
             Err(e) => return Routed::NoRoute(e.clone()),
+        };
+        let source = if route.uses_client_ip() {
+            source()
+        } else {
+            None
         };
         let mut client = Client::new();
         if let Some(ip) = source {
@@ -113,10 +125,7 @@ impl Router {
         if let Some(key) = &key {
             client = client.key(key.as_bytes());
         }
-        if let Some(ns) = &self.settings.namespace {
-            client = client.namespace(ns);
-        }
-        match self.mesh.begin(dest, &client) {
+        match route.begin(&client) {
             Ok(request) => {
                 headers.set(&self.settings.header, &self.endpoint_string(request.addr()));
                 Routed::Endpoint(request)
@@ -139,11 +148,13 @@ impl Router {
         formatted
     }
 
-    fn destination(&self, authority: &str) -> Rc<Result<Destination, PickError>> {
-        if let Some(hit) = self.destinations.borrow().get(authority) {
+    /// The route for `authority` (its destination in the configured
+    /// namespace), or why it has none.
+    fn route_to(&self, authority: &str) -> Rc<Result<Route, PickError>> {
+        if let Some(hit) = self.routes.borrow().get(authority) {
             return hit.clone();
         }
-        let parsed = Rc::new(if authority.is_empty() {
+        let parsed = if authority.is_empty() {
             Err(PickError::BadDestination {
                 destination: String::new(),
                 reason: "the request has no :authority (Host)".into(),
@@ -152,13 +163,15 @@ impl Router {
             Destination::parse(authority)
         } else {
             Destination::parse(&format!("{authority}:{DEFAULT_PORT}"))
-        });
-        let mut cache = self.destinations.borrow_mut();
-        if cache.len() >= DESTINATION_CACHE_ENTRIES {
+        };
+        let route =
+            Rc::new(parsed.map(|dest| self.mesh.route(&dest, self.settings.namespace.as_deref())));
+        let mut cache = self.routes.borrow_mut();
+        if cache.len() >= ROUTE_CACHE_ENTRIES {
             cache.clear();
         }
-        cache.insert(authority.to_owned(), parsed.clone());
-        parsed
+        cache.insert(authority.to_owned(), route.clone());
+        route
     }
 }
 
@@ -297,7 +310,7 @@ endpoints:
             "10.96.0.10:80",
         ] {
             let mut h = map(&[(":authority", authority)]);
-            let addr = endpoint(r.route(&mut h, None));
+            let addr = endpoint(r.route(&mut h, || None));
             assert!(addr.ip().to_string().starts_with("10.1.0."), "{authority}");
             assert_eq!(addr.port(), 8080);
             assert_eq!(h.get(DEFAULT_HEADER).unwrap(), addr.to_string());
@@ -310,7 +323,9 @@ endpoints:
         let mut counts = HashMap::new();
         for _ in 0..30 {
             let mut h = map(&[(":authority", "web")]);
-            *counts.entry(endpoint(r.route(&mut h, None))).or_insert(0) += 1;
+            *counts
+                .entry(endpoint(r.route(&mut h, || None)))
+                .or_insert(0) += 1;
         }
         assert_eq!(counts.len(), 3);
         assert!(counts.values().all(|&n| n == 10), "{counts:?}");
@@ -322,13 +337,13 @@ endpoints:
             let r = router(&format!(r#"{{"no_route": "{no_route}"}}"#));
             // Routed: replaced by the pick.
             let mut h = map(&[(":authority", "web"), (DEFAULT_HEADER, "6.6.6.6:1")]);
-            let addr = endpoint(r.route(&mut h, None));
+            let addr = endpoint(r.route(&mut h, || None));
             assert_eq!(h.get(DEFAULT_HEADER).unwrap(), addr.to_string());
             assert_eq!(h.0.iter().filter(|(k, _)| k == DEFAULT_HEADER).count(), 1);
             // Not routed: gone.
             for authority in ["empty", "nothing.here", "", "bad name!"] {
                 let mut h = map(&[(":authority", authority), (DEFAULT_HEADER, "6.6.6.6:1")]);
-                assert!(matches!(r.route(&mut h, None), Routed::NoRoute(_)));
+                assert!(matches!(r.route(&mut h, || None), Routed::NoRoute(_)));
                 assert_eq!(h.get(DEFAULT_HEADER), None, "{authority}");
             }
         }
@@ -339,7 +354,7 @@ endpoints:
         let r = router(r#"{"no_route": "reject"}"#);
         assert_eq!(r.settings().no_route, NoRoute::Reject);
         let mut h = map(&[(":authority", "empty")]);
-        let Routed::NoRoute(e) = r.route(&mut h, None) else {
+        let Routed::NoRoute(e) = r.route(&mut h, || None) else {
             panic!("routed")
         };
         assert!(e.to_string().contains("shop/empty"), "{e}");
@@ -359,13 +374,13 @@ endpoints:
             let mut seen = std::collections::HashSet::new();
             for _ in 0..20 {
                 let mut h = map(&[(":authority", "sticky:8000"), (name, value)]);
-                seen.insert(endpoint(r.route(&mut h, None)));
+                seen.insert(endpoint(r.route(&mut h, || None)));
             }
             assert_eq!(seen.len(), 1, "{config}");
             // The same key through another router (another VM) agrees.
             let other = router(config);
             let mut h = map(&[(":authority", "10.96.0.11:8000"), (name, value)]);
-            assert!(seen.contains(&endpoint(other.route(&mut h, None))));
+            assert!(seen.contains(&endpoint(other.route(&mut h, || None))));
             // Different keys reach more than one endpoint.
             let spread: std::collections::HashSet<_> = (0..40)
                 .map(|i| {
@@ -375,7 +390,10 @@ endpoints:
                     } else {
                         key
                     };
-                    endpoint(r.route(&mut map(&[(":authority", "sticky:8000"), (name, &v)]), None))
+                    endpoint(r.route(
+                        &mut map(&[(":authority", "sticky:8000"), (name, &v)]),
+                        || None,
+                    ))
                 })
                 .collect();
             assert!(spread.len() > 1, "{config}");
@@ -386,10 +404,43 @@ endpoints:
     fn without_a_configured_key_the_client_ip_is_the_hash_key() {
         let r = router("{}");
         let ip: IpAddr = "127.0.0.7".parse().unwrap();
-        let first = endpoint(r.route(&mut map(&[(":authority", "sticky:8000")]), Some(ip)));
+        let first = endpoint(r.route(&mut map(&[(":authority", "sticky:8000")]), || Some(ip)));
         for _ in 0..10 {
-            let again = endpoint(r.route(&mut map(&[(":authority", "sticky:8000")]), Some(ip)));
+            let again = endpoint(r.route(&mut map(&[(":authority", "sticky:8000")]), || Some(ip)));
             assert_eq!(again, first);
+        }
+    }
+
+    #[test]
+    fn the_client_ip_is_asked_for_only_when_the_service_reads_it() {
+        let r = router("{}");
+        let asked = std::cell::Cell::new(0);
+        let source = || {
+            asked.set(asked.get() + 1);
+            Some("127.0.0.7".parse().unwrap())
+        };
+        // Round robin: never.
+        endpoint(r.route(&mut map(&[(":authority", "web")]), source));
+        assert_eq!(asked.get(), 0);
+        // Maglev: once, as its hash key.
+        endpoint(r.route(&mut map(&[(":authority", "sticky:8000")]), source));
+        assert_eq!(asked.get(), 1);
+        // An update gives `web` session affinity: the next request asks.
+        r.mesh()
+            .apply(
+                br#"{"apiVersion": "v1", "kind": "Service",
+                 "metadata": {"name": "web", "namespace": "shop"},
+                 "spec": {"clusterIP": "10.96.0.10", "sessionAffinity": "ClientIP",
+                          "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}"#,
+            )
+            .unwrap();
+        let first = endpoint(r.route(&mut map(&[(":authority", "web")]), source));
+        assert_eq!(asked.get(), 2);
+        for _ in 0..5 {
+            assert_eq!(
+                endpoint(r.route(&mut map(&[(":authority", "web")]), source)),
+                first
+            );
         }
     }
 
@@ -405,7 +456,7 @@ endpoints:
                  "endpoints": [{"addresses": ["10.1.0.9"]}]}"#,
             )
             .unwrap();
-        let addr = endpoint(r.route(&mut map(&[(":authority", "web")]), None));
+        let addr = endpoint(r.route(&mut map(&[(":authority", "web")]), || None));
         assert_eq!(addr.to_string(), "10.1.0.9:8080");
     }
 
@@ -436,7 +487,7 @@ endpoints:
         let mut seen = std::collections::HashSet::new();
         for _ in 0..2 * n {
             let mut h = map(&[(":authority", "wide")]);
-            let addr = endpoint(r.route(&mut h, None));
+            let addr = endpoint(r.route(&mut h, || None));
             assert_eq!(h.get(DEFAULT_HEADER).unwrap(), addr.to_string());
             seen.insert(addr);
         }
