@@ -153,9 +153,10 @@ pub struct PortEntry {
     shortcut: Shortcut,
 }
 
-/// A pick that needs only the policy's table (or the set): no outlier
-/// detection to pass over ejected endpoints, and for the hash policies no
-/// session affinity.
+/// A pick that skips the general path's dispatch on the policy and its
+/// table: for ports without outlier detection (nothing ejected to pass
+/// over) and, as each variant says, without drained members or session
+/// affinity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Shortcut {
     /// Every pick takes the general path.

@@ -156,6 +156,7 @@ fn weight_zero_drains_without_removing() {
         "round-robin",
         "random",
         "weighted-round-robin",
+        "least-request",
         "maglev",
         "ring-hash",
     ] {
