@@ -164,7 +164,7 @@ impl Route {
                 return;
             };
             if let Some(endpoint) =
-                pick_in(port, *set, &self.affinity, &*self.clock, client, cursors)
+                pick_in(port, *set, &self.affinity, &self.clock, client, cursors)
             {
                 let pick = Pick {
                     addr: endpoint.addr(),
@@ -234,7 +234,7 @@ impl Route {
         cursors: &mut Cursors,
     ) -> Option<Pick> {
         let (port, set) = resolution.port.as_ref()?;
-        let endpoint = pick_in(port, *set, &self.affinity, &*self.clock, client, cursors)?;
+        let endpoint = pick_in(port, *set, &self.affinity, &self.clock, client, cursors)?;
         Some(Pick {
             addr: endpoint.addr(),
             version: resolution.version,

@@ -1116,7 +1116,9 @@ pub struct Resolved<'s> {
     /// The IP family of the eligible set.
     pub family: IpFamily,
     affinity: &'s Affinity,
-    clock: &'s dyn Clock,
+    /// Behind its `Arc`: the pick path reaches the clock only for affinity
+    /// and outlier detection, and a `&dyn` would be worked out on every pick.
+    clock: &'s Arc<dyn Clock>,
 }
 
 impl<'s> Resolved<'s> {
@@ -1183,7 +1185,7 @@ pub(crate) fn pick_in<'p>(
     port: &'p PortEntry,
     set: usize,
     affinity: &Affinity,
-    clock: &dyn Clock,
+    clock: &Arc<dyn Clock>,
     client: &Client<'_>,
     cursors: &mut Cursors,
 ) -> Option<&'p Endpoint> {
@@ -1222,7 +1224,7 @@ fn pick_with_affinity<'p>(
     timeout: Duration,
     ip: IpAddr,
     affinity: &Affinity,
-    clock: &dyn Clock,
+    clock: &Arc<dyn Clock>,
     client: &Client<'_>,
     cursors: &mut Cursors,
 ) -> Option<&'p Endpoint> {
@@ -1253,7 +1255,7 @@ fn pick_with_affinity<'p>(
 fn pick_by_policy<'p>(
     port: &'p PortEntry,
     set: usize,
-    clock: &dyn Clock,
+    clock: &Arc<dyn Clock>,
     client: &Client<'_>,
     cursors: &mut Cursors,
 ) -> Option<&'p Endpoint> {
@@ -1265,7 +1267,7 @@ fn pick_by_policy<'p>(
 fn pick_position(
     port: &PortEntry,
     set: usize,
-    clock: &dyn Clock,
+    clock: &Arc<dyn Clock>,
     client: &Client<'_>,
     cursors: &mut Cursors,
 ) -> Option<usize> {
@@ -1399,7 +1401,7 @@ impl Snapshot {
                     traffic: Traffic::Internal,
                     family: entry.family,
                     affinity: &self.affinity,
-                    clock: &*self.clock,
+                    clock: &self.clock,
                 })
             }
         }
@@ -1445,7 +1447,7 @@ impl Snapshot {
             traffic,
             family,
             affinity: &self.affinity,
-            clock: &*self.clock,
+            clock: &self.clock,
         })
     }
 
