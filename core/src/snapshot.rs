@@ -358,11 +358,13 @@ impl PortEntry {
                 }
             }
             Shortcut::LeastRequest => {
-                let members = &self.sets[set];
+                let (members, Some(health)) = (&self.sets[set], &self.health) else {
+                    return None;
+                };
                 if members.is_empty() {
                     return None;
                 }
-                return Some(self.least_request(members, now));
+                return Some(two_choices(members, health));
             }
             Shortcut::None => {}
         }
@@ -504,6 +506,27 @@ impl PortEntry {
         } else {
             a
         }
+    }
+}
+
+/// [`PortEntry::least_request`] with nothing ejected: of two random
+/// members, the position of the one with fewer requests in flight (the
+/// first on a tie). When the set holds every endpoint, member `i` is
+/// position `i`, and the members are not read: at 10,000 endpoints that
+/// is one cache miss less per candidate.
+#[inline(always)]
+fn two_choices(members: &[u32], health: &[Arc<Health>]) -> usize {
+    let (i, j) = random_pair(members.len());
+    debug_assert!(members.len() != health.len() || members[i] as usize == i);
+    let (a, b) = if members.len() == health.len() {
+        (i, j)
+    } else {
+        (members[i] as usize, members[j] as usize)
+    };
+    if health[b].in_flight() < health[a].in_flight() {
+        b
+    } else {
+        a
     }
 }
 

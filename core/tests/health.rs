@@ -103,6 +103,22 @@ fn least_request_over_many_endpoints_avoids_the_loaded_one() {
 }
 
 #[test]
+fn least_request_picks_only_eligible_endpoints() {
+    // All four ready: every one is picked. One not ready: the set is no
+    // longer every endpoint, and that one is never picked.
+    let (mesh, _) = setup(json!({"pobox.io/lb-policy": "least-request"}), 4);
+    assert_eq!(picks(&mesh, 200).len(), 4);
+    let mut objects = objects(json!({"pobox.io/lb-policy": "least-request"}), 4);
+    objects["items"][1]["endpoints"][1]["conditions"] = json!({"ready": false});
+    mesh.apply(&serde_json::to_vec(&objects).unwrap()).unwrap();
+    let counts = picks(&mesh, 200);
+    assert_eq!(
+        counts.keys().copied().collect::<Vec<_>>(),
+        [ep(1), ep(3), ep(4)]
+    );
+}
+
+#[test]
 fn in_flight_counts_survive_updates_and_hosts_can_end_explicitly() {
     let (mesh, _) = setup(json!({"pobox.io/lb-policy": "least-request"}), 2);
     let r = mesh.begin(&dest(), &Client::new()).unwrap();
