@@ -560,10 +560,16 @@ impl Shard {
                     return;
                 }
                 // At capacity with room in this set: the least recent of
-                // this set goes, or of the next set that has entries.
+                // this set goes (the new entry takes its way, a line the
+                // search has just read), or of the next set that has
+                // entries.
                 (Some(i), true) => {
+                    if let Some(j) = set.least_recent() {
+                        set.put(j, probe.hash, &entry);
+                        return;
+                    }
                     let start = set_index(table.len(), probe.hash);
-                    let (victim, j) = (0..table.len())
+                    let (victim, j) = (1..table.len())
                         .map(|k| &table[(start + k) % table.len()])
                         .find_map(|s| s.least_recent().map(|j| (s, j)))
                         .expect("at capacity, so an entry somewhere");
