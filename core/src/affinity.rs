@@ -727,14 +727,15 @@ impl Affinity {
     }
 
     /// What `pickable` makes of the endpoint this client is bound to, if the
-    /// binding is fresh at `now` and `pickable` accepts its endpoint (returns
+    /// binding is fresh at `now` (younger than `timeout`, both in the
+    /// clock's nanoseconds) and `pickable` accepts its endpoint (returns
     /// `Some`); a stale or unpickable binding is dropped. A hit restarts the
     /// timer.
     #[inline]
     pub(crate) fn get<T>(
         &self,
         key: &Key,
-        timeout: Duration,
+        timeout: u64,
         now: u64,
         pickable: impl FnOnce(Bound) -> Option<T>,
     ) -> Option<T> {
@@ -752,7 +753,7 @@ impl Affinity {
                 (set, way, entry)
             }
         };
-        let found = if now.saturating_sub(entry.last) >= nanos(timeout) {
+        let found = if now.saturating_sub(entry.last) >= timeout {
             None
         } else {
             pickable(entry.bound())
@@ -808,7 +809,7 @@ mod tests {
     }
 
     fn bound_to(a: &Affinity, k: &Key) -> Option<Bound> {
-        a.get(k, secs(1000), a.now(), Some)
+        a.get(k, nanos(secs(1000)), a.now(), Some)
     }
 
     #[test]
@@ -1080,7 +1081,7 @@ mod tests {
     fn timeout_and_pickability() {
         let clock = Arc::new(ManualClock::new());
         let a = Affinity::new(100, clock.clone());
-        let t = Duration::from_secs(10);
+        let t = nanos(Duration::from_secs(10));
         a.insert(key(1), ep(1), a.now());
         clock.advance(Duration::from_secs(9));
         assert_eq!(a.get(&key(1), t, a.now(), Some), Some(ep(1)));

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -139,8 +140,9 @@ pub struct PortEntry {
     /// checks its binding without a search.
     member_of: Box<[u8]>,
     policy: LbPolicy,
-    /// `sessionAffinity: ClientIP` timeout.
-    affinity: Option<Duration>,
+    /// `sessionAffinity: ClientIP` timeout, in nanoseconds as the affinity
+    /// table keeps time.
+    affinity: Option<NonZeroU64>,
     /// Per endpoint (parallel to `endpoints`): requests in flight and passive
     /// health, for least-request and outlier detection only.
     health: Option<Box<[Arc<Health>]>>,
@@ -1038,7 +1040,7 @@ fn build_port<'a>(
         policy,
         affinity: match service.session_affinity() {
             SessionAffinity::ClientIp { timeout_seconds } => {
-                Some(Duration::from_secs(timeout_seconds as u64))
+                NonZeroU64::new(u64::from(timeout_seconds).saturating_mul(1_000_000_000))
             }
             SessionAffinity::None => None,
         },
@@ -1244,7 +1246,7 @@ fn pick_plain_hash<'p>(
 fn pick_with_affinity<'p>(
     port: &'p PortEntry,
     set: usize,
-    timeout: Duration,
+    timeout: NonZeroU64,
     ip: IpAddr,
     affinity: &Affinity,
     clock: &Arc<dyn Clock>,
@@ -1259,7 +1261,7 @@ fn pick_with_affinity<'p>(
     // One clock read for the lookup and, on a miss, the insert; one search
     // for the bound endpoint, whose result is the answer.
     let now = affinity.now();
-    if let Some(endpoint) = affinity.get(&key, timeout, now, |b| {
+    if let Some(endpoint) = affinity.get(&key, timeout.get(), now, |b| {
         port.bound_member(set, b, Duration::from_nanos(now))
     }) {
         return Some(endpoint);
