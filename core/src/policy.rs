@@ -268,15 +268,17 @@ fn write_small_decimal(out: &mut [u8], mut n: u32) -> usize {
 
 // === tables ===
 
-/// What a pick reads, per eligible set.
+/// What a pick reads, per eligible set. [`build`] makes it over positions
+/// in `members`; a service port then maps them to positions in its
+/// endpoints ([`Table::map_members`]), so that a pick reads the endpoint
+/// straight from the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Table {
     /// Round robin or random over `members`.
     Members,
-    /// A cycle of positions in `members` as [`build`] makes it, which a
-    /// service port maps to positions in its endpoints.
+    /// A cycle of positions.
     Sequence(Box<[u32]>),
-    /// Maglev: position in `members` for each slot of the table.
+    /// Maglev: a position for each slot of the table.
     Maglev(Positions),
     /// Ring hash: points sorted by hash, with an index by the hash's top bits.
     Ring(Ring),
@@ -294,7 +296,26 @@ pub(crate) enum Positions {
 }
 
 impl Table {
-    /// The position in `members` a hash key picks, for the consistent
+    /// Maps every position in `members` to `members[position]`, a position
+    /// among `endpoints` endpoints (widening two-byte entries when that
+    /// count needs it).
+    pub(crate) fn map_members(&mut self, members: &[u32], endpoints: usize) {
+        let of = |at: usize| members[at] as usize;
+        match self {
+            Table::Members => {}
+            Table::Sequence(seq) => seq.iter_mut().for_each(|at| *at = of(*at as usize) as u32),
+            Table::Maglev(table) => {
+                *table = if Positions::narrow(endpoints) {
+                    Positions::Narrow((0..table.len()).map(|i| of(table.get(i)) as u16).collect())
+                } else {
+                    Positions::Wide((0..table.len()).map(|i| of(table.get(i)) as u32).collect())
+                };
+            }
+            Table::Ring(ring) => ring.map_members(of, endpoints),
+        }
+    }
+
+    /// The position a hash key picks, for the consistent
     /// policies (Maglev: the key scaled to the table's length; ring hash:
     /// the first point at or above it); `None` for the others.
     #[inline(always)]
@@ -663,6 +684,22 @@ impl Point for [u8; 12] {
 }
 
 impl Ring {
+    /// [`Table::map_members`] for a ring.
+    fn map_members(&mut self, of: impl Fn(usize) -> usize, endpoints: usize) {
+        fn remap<P: Point, Q: Point>(points: &[P], of: impl Fn(usize) -> usize) -> Box<[Q]> {
+            points
+                .iter()
+                .map(|p| Q::new(p.hash(), of(p.member())))
+                .collect()
+        }
+        self.points = match (&self.points, Positions::narrow(endpoints)) {
+            (RingPoints::Narrow(p), true) => RingPoints::Narrow(remap(p, of)),
+            (RingPoints::Narrow(p), false) => RingPoints::Wide(remap(p, of)),
+            (RingPoints::Wide(p), true) => RingPoints::Narrow(remap(p, of)),
+            (RingPoints::Wide(p), false) => RingPoints::Wide(remap(p, of)),
+        };
+    }
+
     /// The member for a hash key: that of the first point at or above the
     /// key, or of the first point when the key is above them all.
     #[inline]
@@ -1453,6 +1490,47 @@ mod tests {
                     reference_lookup(&expected, key),
                     "key {key:#x}, {n} members, size {size}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn tables_map_members_to_endpoint_positions_and_widen_when_needed() {
+        let m = members(&[1, 2, 3]);
+        for (of, endpoints) in [([4u32, 7, 9], 10usize), ([0, 70_000, 70_001], 70_002)] {
+            for policy in [
+                LbPolicy::Maglev { table_size: 251 },
+                LbPolicy::RingHash { ring_size: 300 },
+                LbPolicy::WeightedRoundRobin,
+            ] {
+                let before = build(policy, &m);
+                let mut after = before.clone();
+                after.map_members(&of, endpoints);
+                let wide = endpoints > 1 << 16;
+                match (&before, &after) {
+                    (Table::Maglev(b), Table::Maglev(a)) => {
+                        assert_eq!(matches!(a, Positions::Wide(_)), wide);
+                        let mapped: Vec<u32> = b.to_vec().iter().map(|&i| of[i as usize]).collect();
+                        assert_eq!(a.to_vec(), mapped);
+                    }
+                    (Table::Ring(b), Table::Ring(a)) => {
+                        assert_eq!(matches!(a.points, RingPoints::Wide(_)), wide);
+                        let mapped: Vec<(u64, u32)> = b
+                            .points()
+                            .iter()
+                            .map(|&(h, i)| (h, of[i as usize]))
+                            .collect();
+                        assert_eq!(a.points(), mapped);
+                        for key in [0, u64::MAX / 3, u64::MAX] {
+                            assert_eq!(a.lookup(key), of[b.lookup(key)] as usize);
+                        }
+                    }
+                    (Table::Sequence(b), Table::Sequence(a)) => {
+                        let mapped: Vec<u32> = b.iter().map(|&i| of[i as usize]).collect();
+                        assert_eq!(a.to_vec(), mapped);
+                    }
+                    other => panic!("{other:?}"),
+                }
             }
         }
     }

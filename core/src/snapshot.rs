@@ -412,9 +412,9 @@ impl PortEntry {
                 }
                 at
             }
+            // Tables hold positions in `endpoints`: the member index is
+            // wanted only to walk past an ejected endpoint.
             Table::Sequence(seq) => {
-                // The sequence holds positions in `endpoints`: the member
-                // index is wanted only to walk past an ejected endpoint.
                 let first = seq[self.slot.next(cursors, set, seq.len())] as usize;
                 if self.outlier.is_none() || !self.is_ejected(first, now) {
                     return Some(first);
@@ -423,7 +423,12 @@ impl PortEntry {
             }
             Table::Maglev(_) | Table::Ring(_) => {
                 match hash_key(client).and_then(|h| table.hashed(h)) {
-                    Some(at) => at,
+                    Some(first) => {
+                        if self.outlier.is_none() || !self.is_ejected(first, now) {
+                            return Some(first);
+                        }
+                        members.partition_point(|&m| (m as usize) < first)
+                    }
                     None => self.slot.next(cursors, set, members.len()),
                 }
             }
@@ -433,15 +438,10 @@ impl PortEntry {
 
     /// [`PortEntry::pick_by_table`] for a [`Shortcut::Hash`] port
     /// and a client with a hash key: its position in `endpoints`; `None`
-    /// when the set is empty (or has no table), for the general path.
+    /// when the set has no table (it is empty), for the general path.
     #[inline(always)]
     fn pick_hashed(&self, set: usize, h: u64) -> Option<usize> {
-        let members = self.members(set);
-        if members.is_empty() {
-            return None;
-        }
-        let at = self.balancing.as_ref()?.tables[set].hashed(h)?;
-        Some(members[at] as usize)
+        self.balancing.as_ref()?.tables[set].hashed(h)
     }
 
     #[inline]
@@ -987,12 +987,8 @@ fn build_port<'a>(
             .map(|&e| (endpoints[e as usize].addr(), endpoints[e as usize].weight))
             .collect();
         tables[i] = policy::build(policy, &weighted);
-        if let Table::Sequence(seq) = &mut tables[i] {
-            // Positions in `endpoints`, one step less for every pick.
-            for at in seq.iter_mut() {
-                *at = of[*at as usize];
-            }
-        }
+        // Positions in `endpoints`, one step less for every pick.
+        tables[i].map_members(of, endpoints.len());
     }
     // State for least-request and outlier detection; an endpoint that stays
     // keeps its state object.
