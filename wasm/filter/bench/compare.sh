@@ -11,8 +11,8 @@
 #            (examples/floor.rs, "empty"): what V8 and proxy-wasm cost
 #   odst     no filter, ORIGINAL_DST cluster; wrk sends the endpoint header
 #            itself: what the cluster kind costs
-#   headers  a proxy-wasm filter making the pobox filter's host calls and
-#            writing a fixed endpoint (floor.rs, "headers") -> ORIGINAL_DST
+#   headers  a proxy-wasm filter making the pobox filter's host calls for a
+#            round-robin Service, writing a fixed endpoint (floor.rs, "headers") -> ORIGINAL_DST
 #   pobox    the filter (Host: web) -> ORIGINAL_DST cluster
 #   timed    the same with "timing": true, for the in-VM cost per request
 # The backends are a second Envoy answering with direct_response on

@@ -1,11 +1,12 @@
 //! The floor under the filter's cost, for `bench/compare.sh`: a proxy-wasm
 //! HTTP filter that decides nothing. With the plugin configuration `empty`
 //! it does no work at all (what V8 and proxy-wasm cost per request); with
-//! `headers IP:PORT` it makes the header host calls the pobox filter makes
-//! (read `source.address`, remove the endpoint header, read `:authority`,
-//! write the endpoint header, read `:status` of the response, which pobox
-//! does only for Services with outlier detection) and writes that fixed
-//! endpoint. Built only for `wasm32`:
+//! `headers IP:PORT` it makes the host calls the pobox filter makes for a
+//! round-robin Service (read `:authority`, write the endpoint header, which
+//! replaces any client-sent copy) and writes that fixed endpoint. (For
+//! session affinity and the hash policies pobox also reads
+//! `source.address`, and with outlier detection the response's `:status`.)
+//! Built only for `wasm32`:
 //! `cargo build --release --target wasm32-wasip1 --example floor`.
 
 #[cfg(target_arch = "wasm32")]
@@ -59,18 +60,9 @@ mod floor {
     impl HttpContext for Http {
         fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
             if let Some(endpoint) = &self.0 {
-                let _ = hostcalls::get_property(vec!["source", "address"]);
-                let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, HEADER, None);
                 let _ = hostcalls::get_map_value(MapType::HttpRequestHeaders, ":authority");
                 let _ =
                     hostcalls::set_map_value(MapType::HttpRequestHeaders, HEADER, Some(endpoint));
-            }
-            Action::Continue
-        }
-
-        fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
-            if self.0.is_some() {
-                let _ = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status");
             }
             Action::Continue
         }

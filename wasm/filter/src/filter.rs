@@ -286,11 +286,15 @@ impl Headers for HostHeaders {
             .flatten()
     }
 
+    /// Envoy's replace (`setCopy`) removes every value of the header before
+    /// adding the new one. If the host refuses, the header is removed, so
+    /// that no client-sent copy is left to choose the backend.
     fn set(&mut self, name: &str, value: &str) {
         if let Err(status) =
             hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
         {
             log(LogLevel::Error, &format!("cannot set {name}: {status:?}"));
+            self.remove(name);
         }
     }
 

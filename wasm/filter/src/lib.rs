@@ -2,10 +2,11 @@
 //!
 //! An Envoy HTTP filter (proxy-wasm, `wasm32-wasip1`) that routes by
 //! Kubernetes Service semantics through the `pobox` core: per request it
-//! removes any client-sent copy of the endpoint header, resolves
-//! `:authority` (a Service name or VIP; port 80 when none is given) from the
-//! client's IP with an optional hash key, and writes the picked endpoint to
-//! that header for an `ORIGINAL_DST` cluster with `use_http_header: true`.
+//! resolves `:authority` (a Service name or VIP; port 80 when none is
+//! given), picks with the client's IP and an optional hash key, and writes
+//! the picked endpoint to the endpoint header for an `ORIGINAL_DST` cluster
+//! with `use_http_header: true`, replacing every client-sent copy of it
+//! (removing them when there is no route).
 //!
 //! The decision lives in [`route`], independent of the host, so that it is
 //! tested and benchmarked natively; the proxy-wasm glue is compiled for

@@ -1,7 +1,7 @@
 //! The per-request decision, independent of the proxy-wasm host so that it
-//! is tested and benchmarked natively: strip the client's copy of the
-//! endpoint header, read the destination and hash key, pick through the
-//! core, write the endpoint.
+//! is tested and benchmarked natively: read the destination and hash key,
+//! pick through the core, write the endpoint over the client's copies of
+//! the endpoint header (or remove them when there is no route).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -30,7 +30,9 @@ const ENDPOINT_STRING_ENTRIES: usize = 4096;
 pub trait Headers {
     /// A header's value (`:authority` included).
     fn get(&self, name: &str) -> Option<String>;
-    /// Sets a header, replacing every existing value.
+    /// Sets a header, replacing every existing value (a client's copies of
+    /// the endpoint header among them: an implementation that cannot must
+    /// remove them).
     fn set(&mut self, name: &str, value: &str);
     /// Removes every value of a header.
     fn remove(&mut self, name: &str);
@@ -84,10 +86,12 @@ impl Router {
         &self.settings
     }
 
-    /// Routes one request: removes any client-sent copy of the endpoint
-    /// header first, then picks for the destination in `:authority` (port 80
-    /// when none is given) with the configured hash key, and writes the
-    /// endpoint as `IP:PORT` (`[IPv6]:PORT`). `source` gives the client's
+    /// Routes one request: picks for the destination in `:authority` (port
+    /// 80 when none is given) with the configured hash key, and writes the
+    /// endpoint as `IP:PORT` (`[IPv6]:PORT`) to the endpoint header, which
+    /// replaces every copy of it the client sent; when there is no route,
+    /// removes every such copy. Either way a client never chooses its own
+    /// backend, and one header call does it. `source` gives the client's
     /// IP; it is called only when the destination's Service reads it
     /// (session affinity, a hash policy: [`Route::uses_client_ip`]), since
     /// asking the host costs a call.
@@ -96,10 +100,19 @@ impl Router {
         headers: &mut impl Headers,
         source: impl FnOnce() -> Option<IpAddr>,
     ) -> Routed {
-        // Before anything else: a client must never choose its own backend,
-        // whatever happens below.
-        headers.remove(&self.settings.header);
+        let routed = self.pick(headers, source);
+        match &routed {
+            Routed::Endpoint(request) => {
+                headers.set(&self.settings.header, &self.endpoint_string(request.addr()))
+            }
+            Routed::NoRoute(_) => headers.remove(&self.settings.header),
+        }
+        routed
+    }
 
+    /// [`Router::route`] without the endpoint header: reads the request's
+    /// destination and key (never the endpoint header) and picks.
+    fn pick(&self, headers: &impl Headers, source: impl FnOnce() -> Option<IpAddr>) -> Routed {
         let authority = headers.get(":authority").unwrap_or_default();
         let key = match &self.settings.hash_key {
             None => None,
@@ -126,10 +139,7 @@ impl Router {
             client = client.key(key.as_bytes());
         }
         match route.begin(&client) {
-            Ok(request) => {
-                headers.set(&self.settings.header, &self.endpoint_string(request.addr()));
-                Routed::Endpoint(request)
-            }
+            Ok(request) => Routed::Endpoint(request),
             Err(e) => Routed::NoRoute(e),
         }
     }
@@ -332,20 +342,47 @@ endpoints:
     }
 
     #[test]
-    fn a_client_sent_endpoint_header_is_removed_first() {
+    fn a_client_sent_endpoint_header_never_survives() {
+        let spoofed = |authority: &str| {
+            let mut h = map(&[(":authority", authority), (DEFAULT_HEADER, "6.6.6.6:1")]);
+            h.0.push((DEFAULT_HEADER.into(), "6.6.6.7:1".into()));
+            h
+        };
         for no_route in ["pass", "reject"] {
             let r = router(&format!(r#"{{"no_route": "{no_route}"}}"#));
-            // Routed: replaced by the pick.
-            let mut h = map(&[(":authority", "web"), (DEFAULT_HEADER, "6.6.6.6:1")]);
+            // Routed: every copy replaced by the pick, in one write.
+            let mut h = Counted(spoofed("web"), 0);
             let addr = endpoint(r.route(&mut h, || None));
-            assert_eq!(h.get(DEFAULT_HEADER).unwrap(), addr.to_string());
-            assert_eq!(h.0.iter().filter(|(k, _)| k == DEFAULT_HEADER).count(), 1);
-            // Not routed: gone.
+            assert_eq!(h.0.get(DEFAULT_HEADER).unwrap(), addr.to_string());
+            assert_eq!(
+                h.0 .0.iter().filter(|(k, _)| k == DEFAULT_HEADER).count(),
+                1
+            );
+            assert_eq!(h.1, 1, "one header write");
+            // Not routed: every copy gone.
             for authority in ["empty", "nothing.here", "", "bad name!"] {
-                let mut h = map(&[(":authority", authority), (DEFAULT_HEADER, "6.6.6.6:1")]);
+                let mut h = Counted(spoofed(authority), 0);
                 assert!(matches!(r.route(&mut h, || None), Routed::NoRoute(_)));
-                assert_eq!(h.get(DEFAULT_HEADER), None, "{authority}");
+                assert_eq!(h.0.get(DEFAULT_HEADER), None, "{authority}");
+                assert_eq!(h.1, 1, "one header write");
             }
+        }
+    }
+
+    /// Headers that count the writes made to them.
+    struct Counted(Map, usize);
+
+    impl Headers for Counted {
+        fn get(&self, name: &str) -> Option<String> {
+            self.0.get(name)
+        }
+        fn set(&mut self, name: &str, value: &str) {
+            self.1 += 1;
+            self.0.set(name, value);
+        }
+        fn remove(&mut self, name: &str) {
+            self.1 += 1;
+            self.0.remove(name);
         }
     }
 

@@ -333,10 +333,17 @@ class Envoy:
 
     def get(self, host, source="127.0.0.1", headers=None):
         """One request on a fresh connection (so that with several workers,
-        requests land on all of them). Returns (status, body)."""
+        requests land on all of them). `headers`: a dict, or a list of
+        (name, value) pairs, which may repeat a name. Returns (status, body)."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10, source_address=(source, 0))
         try:
-            conn.request("GET", "/", headers={"Host": host, **(headers or {})})
+            if isinstance(headers, list):
+                conn.putrequest("GET", "/", skip_host=True)
+                for name, value in [("Host", host)] + headers:
+                    conn.putheader(name, value)
+                conn.endheaders()
+            else:
+                conn.request("GET", "/", headers={"Host": host, **(headers or {})})
             r = conn.getresponse()
             return r.status, r.read().decode(errors="replace")
         finally:
@@ -447,6 +454,10 @@ class OneWorker(unittest.TestCase):
         spoof = {"x-envoy-original-dst-host": f"{TRAP}:{PORT}"}
         got = [self.envoy.backend("web", headers=spoof) for _ in range(9)]
         self.assertEqual(counts(got), {"b1": 3, "b2": 3, "b3": 3})
+        # Two copies: the filter's one write replaces both.
+        twice = [("x-envoy-original-dst-host", f"{TRAP}:{PORT}")] * 2
+        got = [self.envoy.backend("web", headers=twice) for _ in range(9)]
+        self.assertEqual(counts(got), {"b1": 3, "b2": 3, "b3": 3})
         # Not routed: the reply is the filter's 503, not the trap.
         status, body = self.envoy.get("empty", headers=spoof)
         self.assertEqual(status, 503)
@@ -548,12 +559,13 @@ class TwoWorkers(unittest.TestCase):
         self.assertTrue(all(a > b for a, b in zip(after, before)), f"{before} -> {after}")
 
     def test_pass_through_keeps_no_spoofed_header(self):
-        spoof = {"x-envoy-original-dst-host": f"{TRAP}:{PORT}"}
+        spoof = [("x-envoy-original-dst-host", f"{TRAP}:{PORT}")]
         for host in ["nothing.here", "empty"]:
-            status, body = self.envoy.get(host, headers=spoof)
-            self.assertEqual(status, 503, body)  # Envoy's: ORIGINAL_DST without a header
-            self.assertNotIn("trap", body)
-            self.assertNotIn("pobox", body)
+            for copies in [1, 2]:
+                status, body = self.envoy.get(host, headers=spoof * copies)
+                self.assertEqual(status, 503, body)  # Envoy's: ORIGINAL_DST without a header
+                self.assertNotIn("trap", body)
+                self.assertNotIn("pobox", body)
 
 
 class Configuration(unittest.TestCase):
