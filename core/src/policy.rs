@@ -700,8 +700,9 @@ impl Ring {
         };
     }
 
-    /// The member for a hash key: that of the first point at or above the
-    /// key, or of the first point when the key is above them all.
+    /// The position for a hash key (a member's as built, an endpoint's once
+    /// mapped): that of the first point at or above the key, or of the
+    /// first point when the key is above them all.
     #[inline]
     pub(crate) fn lookup(&self, key: u64) -> usize {
         match &self.points {
