@@ -285,8 +285,9 @@ impl Probe {
             slot,
             meta,
             hash,
-            // The bits that choose neither the shard (the top of the high
-            // half) nor the set (the top of the low half) come first.
+            // The hash's low and high quarters: mostly bits that choose
+            // neither the shard (the top of the high half) nor the set (the
+            // top of the low half), so that keys of one set differ in them.
             tag: hash.rotate_left(16) as u32 | 1,
         }
     }
