@@ -10,8 +10,8 @@
 //!
 //! They are decoded from a `serde_json::Value` by the walk below rather than
 //! by `serde` derive: the walk names the path of a value of the wrong type
-//! itself (`spec.ports[0].port`), and each scalar is still read by serde, so
-//! the messages are serde's (`invalid type: string "80", expected i64`). The
+//! itself (`spec.ports[0].port`), and each scalar is read as serde reads it,
+//! with serde's messages (`invalid type: string "80", expected i64`). The
 //! derived visitors, wrapped once more per type by `serde_path_to_error` to
 //! learn the path, were a fifth of the JavaScript package's module; the tests
 //! below check the walk against them. One difference, on purpose: serde reads
@@ -19,12 +19,10 @@
 //! walk refuses it, as the API server does.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
-use serde::de::{DeserializeOwned, Error as _, Unexpected};
 use serde_json::Value;
 
-use crate::read::{self, Segment};
+use crate::read::{self, Segment, Unexpected};
 
 // === decoding ===
 
@@ -45,7 +43,7 @@ pub(crate) enum At<'a> {
 }
 
 impl At<'_> {
-    fn error(&self, message: impl fmt::Display) -> DecodeError {
+    fn error(&self, message: String) -> DecodeError {
         let mut segments = Vec::new();
         let mut at = self;
         loop {
@@ -64,7 +62,7 @@ impl At<'_> {
         segments.reverse();
         DecodeError {
             field: read::path_string(&segments),
-            message: message.to_string(),
+            message,
         }
     }
 }
@@ -79,47 +77,44 @@ pub(crate) fn decode<T: Decode>(value: Value) -> Result<T, DecodeError> {
     T::decode(value, &At::Root)
 }
 
-/// serde's "invalid type" error, as serde_json's `Value` words it.
-fn invalid_type(value: &Value, expected: &str) -> serde_json::Error {
-    let unexpected = match value {
-        Value::Null => Unexpected::Unit,
-        Value::Bool(b) => Unexpected::Bool(*b),
-        Value::Number(n) => {
-            if let Some(u) = n.as_u64() {
-                Unexpected::Unsigned(u)
-            } else if let Some(i) = n.as_i64() {
-                Unexpected::Signed(i)
-            } else {
-                Unexpected::Float(n.as_f64().unwrap_or(f64::NAN))
-            }
-        }
-        Value::String(s) => Unexpected::Str(s),
-        Value::Array(_) => Unexpected::Seq,
-        Value::Object(_) => Unexpected::Map,
-    };
-    serde_json::Error::invalid_type(unexpected, &expected)
+/// serde's "invalid type" message, as serde_json's `Value` words it.
+fn invalid_type(value: &Value, expected: &str) -> String {
+    read::invalid_type(Unexpected::of(value), expected)
 }
 
-/// A scalar, read by serde itself, for serde's messages.
-fn scalar<T: DeserializeOwned>(value: Value, at: &At<'_>) -> Result<T, DecodeError> {
-    T::deserialize(value).map_err(|e| at.error(e))
-}
-
+/// The scalars are read as serde reads them from a `Value`, with its
+/// messages (`invalid type: string "80", expected i64`), worded by
+/// [`read::Unexpected`].
 impl Decode for String {
     fn decode(value: Value, at: &At<'_>) -> Result<Self, DecodeError> {
-        scalar(value, at)
+        match value {
+            Value::String(s) => Ok(s),
+            value => Err(at.error(invalid_type(&value, "a string"))),
+        }
     }
 }
 
 impl Decode for i64 {
     fn decode(value: Value, at: &At<'_>) -> Result<Self, DecodeError> {
-        scalar(value, at)
+        if let Value::Number(n) = &value {
+            if let Some(i) = n.as_i64() {
+                return Ok(i);
+            }
+            if let Some(u) = n.as_u64() {
+                let message = read::invalid_value(Unexpected::Unsigned(u), "i64");
+                return Err(at.error(message));
+            }
+        }
+        Err(at.error(invalid_type(&value, "i64")))
     }
 }
 
 impl Decode for bool {
     fn decode(value: Value, at: &At<'_>) -> Result<Self, DecodeError> {
-        scalar(value, at)
+        match value {
+            Value::Bool(b) => Ok(b),
+            value => Err(at.error(invalid_type(&value, "a boolean"))),
+        }
     }
 }
 
@@ -343,6 +338,7 @@ mod tests {
     use proptest::prelude::*;
     use serde::de::DeserializeOwned;
     use serde_json::json;
+    use std::fmt;
 
     /// What the walk says, as `Debug` of the value or the error.
     fn walked<T: Decode + fmt::Debug>(value: &Value) -> Result<String, DecodeError> {

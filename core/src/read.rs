@@ -211,6 +211,81 @@ impl<'de> Visitor<'de> for Seed<'_> {
     }
 }
 
+/// A value of the wrong type or out of range, worded as serde_json words it
+/// in its "invalid type" and "invalid value" messages (`integer `7``,
+/// `string "80"`, `floating point `1.5``, `sequence`).
+///
+/// pobox words these messages itself instead of through serde's
+/// `Unexpected`: that one's `Display` formats floats with the standard
+/// library's `f64` formatting, which serde_json never uses for them (it
+/// prints floats its own way, as here) but which every caller of it links,
+/// a twentieth of the JavaScript package's module.
+#[derive(Clone, Copy)]
+pub(crate) enum Unexpected<'a> {
+    Null,
+    Bool(bool),
+    Unsigned(u64),
+    Signed(i64),
+    Float(f64),
+    Str(&'a str),
+    Seq,
+    Map,
+}
+
+impl<'a> Unexpected<'a> {
+    /// What `value` is, as serde_json's `Value` deserializer names it.
+    pub(crate) fn of(value: &'a Value) -> Self {
+        match value {
+            Value::Null => Unexpected::Null,
+            Value::Bool(b) => Unexpected::Bool(*b),
+            Value::Number(n) => {
+                if let Some(u) = n.as_u64() {
+                    Unexpected::Unsigned(u)
+                } else if let Some(i) = n.as_i64() {
+                    Unexpected::Signed(i)
+                } else {
+                    Unexpected::Float(n.as_f64().unwrap_or(f64::NAN))
+                }
+            }
+            Value::String(s) => Unexpected::Str(s),
+            Value::Array(_) => Unexpected::Seq,
+            Value::Object(_) => Unexpected::Map,
+        }
+    }
+}
+
+impl fmt::Display for Unexpected<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Unexpected::Null => f.write_str("null"),
+            Unexpected::Bool(b) => write!(f, "boolean `{b}`"),
+            Unexpected::Unsigned(u) => write!(f, "integer `{u}`"),
+            Unexpected::Signed(i) => write!(f, "integer `{i}`"),
+            // serde_json's float formatting (its `Number` prints finite
+            // floats so); a JSON number is always finite.
+            Unexpected::Float(x) => match serde_json::Number::from_f64(x) {
+                Some(n) => write!(f, "floating point `{n}`"),
+                None if x.is_nan() => f.write_str("floating point `NaN`"),
+                None if x > 0.0 => f.write_str("floating point `inf`"),
+                None => f.write_str("floating point `-inf`"),
+            },
+            Unexpected::Str(s) => write!(f, "string {s:?}"),
+            Unexpected::Seq => f.write_str("sequence"),
+            Unexpected::Map => f.write_str("map"),
+        }
+    }
+}
+
+/// serde's "invalid type" message: `invalid type: string "80", expected i64`.
+pub(crate) fn invalid_type(unexpected: Unexpected<'_>, expected: &str) -> String {
+    format!("invalid type: {unexpected}, expected {expected}")
+}
+
+/// serde's "invalid value" message: `invalid value: integer `-1`, expected usize`.
+pub(crate) fn invalid_value(unexpected: Unexpected<'_>, expected: &str) -> String {
+    format!("invalid value: {unexpected}, expected {expected}")
+}
+
 /// `spec.ports[0].port`.
 pub(crate) fn path_string(path: &[Segment]) -> String {
     let mut out = String::new();
