@@ -1,14 +1,11 @@
 //! Where the mesh runs: the node, its zone, its addresses, the cluster domain.
 
-use std::fmt;
 use std::net::IpAddr;
-
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::affinity::DEFAULT_AFFINITY_CAPACITY;
 use crate::error::Error;
 use crate::limits::Limits;
-use crate::typed::{refuse, Expect, OptUsize, Str, Strings, Text};
+use crate::typed;
 use crate::validate::is_dns1123_subdomain;
 
 /// The cluster domain when none is configured.
@@ -159,10 +156,7 @@ impl MeshConfig {
     /// assert!(pobox::MeshConfig::from_options_json(r#"{"nodes":"n1"}"#).is_err());
     /// ```
     pub fn from_options_json(json: &str) -> Result<MeshConfig, Error> {
-        let text = Text::new(json);
-        let options = text
-            .read(OptionsSeed(&text))
-            .map_err(|e| Error::Config(format!("options: {e}")))?;
+        let options = typed::options(json).map_err(|e| Error::Config(format!("options: {e}")))?;
         let mut config = MeshConfig::new();
         if let Some(node) = options.node {
             config = config.node(node);
@@ -257,263 +251,9 @@ impl MeshConfig {
     }
 }
 
-// === the options JSON ===
-
-/// The options object as serde derive read it (`deny_unknown_fields`,
-/// camelCase names, every field optional), read by hand through
-/// [`crate::typed`] with derive's messages and positions; the tests check
-/// it against derive.
-#[derive(Debug, Default, PartialEq)]
-#[cfg_attr(
-    test,
-    derive(serde::Deserialize),
-    serde(deny_unknown_fields, rename_all = "camelCase")
-)]
-struct Options {
-    node: Option<String>,
-    zone: Option<String>,
-    #[cfg_attr(test, serde(rename = "nodeIPs", default))]
-    node_ips: Vec<String>,
-    cluster_domain: Option<String>,
-    limits: Option<LimitOptions>,
-}
-
-/// `"limits"` of the options object.
-#[derive(Debug, Default, PartialEq)]
-#[cfg_attr(
-    test,
-    derive(serde::Deserialize),
-    serde(deny_unknown_fields, rename_all = "camelCase")
-)]
-struct LimitOptions {
-    max_input_bytes: Option<usize>,
-    max_depth: Option<usize>,
-    max_values: Option<usize>,
-    max_objects: Option<usize>,
-    max_endpoints: Option<usize>,
-    affinity_capacity: Option<usize>,
-}
-
-const OPTION_FIELDS: &[&str] = &["node", "zone", "nodeIPs", "clusterDomain", "limits"];
-const LIMIT_FIELDS: &[&str] = &[
-    "maxInputBytes",
-    "maxDepth",
-    "maxValues",
-    "maxObjects",
-    "maxEndpoints",
-    "affinityCapacity",
-];
-
-/// Refuses a field given twice, as derive does: before its value is read.
-fn fresh<T, E: de::Error>(slot: &Option<T>, name: &'static str) -> Result<(), E> {
-    match slot {
-        Some(_) => Err(E::duplicate_field(name)),
-        None => Ok(()),
-    }
-}
-
-struct OptionsSeed<'a, 't>(&'a Text<'t>);
-
-impl<'t> Expect<'t> for OptionsSeed<'_, 't> {
-    fn text(&self) -> &Text<'t> {
-        self.0
-    }
-    fn expected(&self) -> &'static str {
-        "struct Options"
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for OptionsSeed<'_, '_> {
-    type Value = Options;
-    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Options, D::Error> {
-        de.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for OptionsSeed<'_, '_> {
-    type Value = Options;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.expected())
-    }
-
-    /// Derive reads a sequence as the fields in order.
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Options, A::Error> {
-        let t = self.0;
-        let missing = |i| de::Error::invalid_length(i, &"struct Options with 5 elements");
-        let string = || Str {
-            text: t,
-            optional: true,
-        };
-        Ok(Options {
-            node: seq.next_element_seed(string())?.ok_or_else(|| missing(0))?,
-            zone: seq.next_element_seed(string())?.ok_or_else(|| missing(1))?,
-            // `#[serde(default)]`: a missing element is the default.
-            node_ips: seq.next_element_seed(Strings(t))?.unwrap_or_default(),
-            cluster_domain: seq.next_element_seed(string())?.ok_or_else(|| missing(3))?,
-            limits: seq
-                .next_element_seed(LimitsSeed(t))?
-                .ok_or_else(|| missing(4))?,
-        })
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Options, A::Error> {
-        let t = self.0;
-        let (mut node, mut zone, mut node_ips, mut domain, mut limits) =
-            (None, None, None, None, None);
-        let string = || Str {
-            text: t,
-            optional: true,
-        };
-        while let Some(key) = map.next_key::<String>()? {
-            match key.as_str() {
-                "node" => {
-                    fresh(&node, "node")?;
-                    node = Some(map.next_value_seed(string())?);
-                }
-                "zone" => {
-                    fresh(&zone, "zone")?;
-                    zone = Some(map.next_value_seed(string())?);
-                }
-                "nodeIPs" => {
-                    fresh(&node_ips, "nodeIPs")?;
-                    node_ips = Some(map.next_value_seed(Strings(t))?);
-                }
-                "clusterDomain" => {
-                    fresh(&domain, "clusterDomain")?;
-                    domain = Some(map.next_value_seed(string())?);
-                }
-                "limits" => {
-                    fresh(&limits, "limits")?;
-                    limits = Some(map.next_value_seed(LimitsSeed(t))?);
-                }
-                other => return Err(de::Error::unknown_field(other, OPTION_FIELDS)),
-            }
-        }
-        Ok(Options {
-            node: node.flatten(),
-            zone: zone.flatten(),
-            node_ips: node_ips.unwrap_or_default(),
-            cluster_domain: domain.flatten(),
-            limits: limits.flatten(),
-        })
-    }
-
-    refuse!(unit, bool, numbers, str);
-}
-
-/// `Option<LimitOptions>`.
-struct LimitsSeed<'a, 't>(&'a Text<'t>);
-
-impl<'t> Expect<'t> for LimitsSeed<'_, 't> {
-    fn text(&self) -> &Text<'t> {
-        self.0
-    }
-    fn expected(&self) -> &'static str {
-        "struct LimitOptions"
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for LimitsSeed<'_, '_> {
-    type Value = Option<LimitOptions>;
-    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
-        de.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for LimitsSeed<'_, '_> {
-    type Value = Option<LimitOptions>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.expected())
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    /// Derive reads a sequence as the fields in order.
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut values = [None; 6];
-        for (i, value) in values.iter_mut().enumerate() {
-            *value = seq.next_element_seed(OptUsize(self.0))?.ok_or_else(|| {
-                de::Error::invalid_length(i, &"struct LimitOptions with 6 elements")
-            })?;
-        }
-        Ok(Some(limit_options(values)))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut values: [Option<Option<usize>>; 6] = [None; 6];
-        while let Some(key) = map.next_key::<String>()? {
-            let Some(i) = LIMIT_FIELDS.iter().position(|f| *f == key) else {
-                return Err(de::Error::unknown_field(&key, LIMIT_FIELDS));
-            };
-            fresh(&values[i], LIMIT_FIELDS[i])?;
-            values[i] = Some(map.next_value_seed(OptUsize(self.0))?);
-        }
-        Ok(Some(limit_options(values.map(Option::flatten))))
-    }
-
-    refuse!(bool, numbers, str);
-}
-
-fn limit_options(v: [Option<usize>; 6]) -> LimitOptions {
-    LimitOptions {
-        max_input_bytes: v[0],
-        max_depth: v[1],
-        max_values: v[2],
-        max_objects: v[3],
-        max_endpoints: v[4],
-        affinity_capacity: v[5],
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The options reader agrees with serde derive: values, messages and
-    /// positions, for objects, arrays and values of every type.
-    #[test]
-    fn options_read_as_serde_derive_read_them() {
-        let values = crate::typed::tests::TEXTS;
-        let mut texts: Vec<String> = values.iter().map(|v| v.to_string()).collect();
-        for v in values {
-            for key in ["node", "nodeIPs", "limits", "nodes"] {
-                texts.push(format!("{{\"{key}\": {v}}}"));
-                texts.push(format!("{{\n  \"zone\": \"z\",\n  \"{key}\":\n {v} }}"));
-            }
-            for key in ["maxDepth", "affinityCapacity", "maxNothing"] {
-                texts.push(format!("{{\"limits\": {{\"{key}\": {v}}}}}"));
-            }
-            texts.push(format!("[null, {v}]"));
-            texts.push(format!("[null, null, [], null, [1, 2, 3, 4, 5, {v}]]"));
-            texts.push(format!("{{\"limits\": [ {v} ]}}"));
-        }
-        texts.extend(
-            [
-                r#"{"node":"a","node":"b"}"#,
-                r#"{"node":null,"node":"b"}"#,
-                r#"{"limits":{"maxDepth":1,"maxDepth":[]}}"#,
-                r#"{"limits":[1,2,3,4,5,6]}"#,
-                r#"{"limits":[1,2,3,4,5,6,7]}"#,
-                r#"[]"#,
-                r#"["n", "z"]"#,
-                r#"["n", "z", ["10.0.0.1"], "d", null]"#,
-                r#"["n", "z", ["10.0.0.1"], "d", null, 1]"#,
-                r#"{"nodeIPs":["a", null]}"#,
-                r#"{"nodeIPs":null}"#,
-                r#"{"limits":{"maxDepth":-1}}"#,
-                r#"{"limits":{"maxDepth":4294967296}}"#,
-            ]
-            .map(str::to_owned),
-        );
-        for text in &texts {
-            let t = Text::new(text);
-            let got = t.read(OptionsSeed(&t));
-            let want = serde_json::from_str::<Options>(text).map_err(|e| e.to_string());
-            assert_eq!(got, want, "{text}");
-        }
-    }
 
     #[test]
     fn options_json_sets_every_field() {

@@ -1,5 +1,7 @@
-//! Typed values from JSON text, read through `deserialize_any` alone, with
-//! the messages and positions serde derive gives.
+//! The JSON texts pobox reads as typed values rather than as objects: the
+//! mesh options ([`Options`]) and the `pobox.io/weights` annotation. They
+//! are read through `deserialize_any` alone, with the messages and positions
+//! serde derive gives.
 //!
 //! serde derive, and serde_json's typed `deserialize_*` methods it calls,
 //! word a value of the wrong type through serde's `Unexpected`, which links
@@ -10,11 +12,14 @@
 //! the whitespace after it before the error gets its position, so
 //! [`Text::read`] moves such an error back to the bracket. The tests check
 //! values, messages and positions against serde derive.
+//!
+//! One visitor ([`Typed`]) reads every kind of value, so that serde_json's
+//! value parser, generic over the visitor, is in the module once.
 
 use std::cell::Cell;
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::read::{invalid_type, invalid_value, Unexpected};
@@ -34,13 +39,11 @@ impl<'t> Text<'t> {
         }
     }
 
-    /// Reads the whole text with `seed`, as `serde_json::from_str` reads a
+    /// Reads the whole text as `want`, as `serde_json::from_str` reads a
     /// type: the error is serde_json's message with its line and column.
-    pub(crate) fn read<T, S>(&self, seed: S) -> Result<T, String>
-    where
-        S: for<'de> DeserializeSeed<'de, Value = T>,
-    {
+    fn read(&self, want: Want) -> Result<Got, String> {
         let mut de = serde_json::Deserializer::from_str(self.text);
+        let seed = Typed { text: self, want };
         let read = seed.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
         read.map_err(|e| self.message(&e))
     }
@@ -97,217 +100,328 @@ impl<'t> Text<'t> {
     }
 }
 
-/// Refuses every kind of value a visitor does not take, as serde would.
-macro_rules! refuse {
-    (unit) => {
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Err(self.wrong($crate::read::Unexpected::Null))
-        }
-    };
-    (bool) => {
-        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-            Err(self.wrong($crate::read::Unexpected::Bool(v)))
-        }
-    };
-    (numbers) => {
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            Err(self.wrong($crate::read::Unexpected::Unsigned(v)))
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            Err(self.wrong($crate::read::Unexpected::Signed(v)))
-        }
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-            Err(self.wrong($crate::read::Unexpected::Float(v)))
-        }
-    };
-    (str) => {
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            Err(self.wrong($crate::read::Unexpected::Str(v)))
-        }
-    };
-    (seq) => {
-        fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
-            Err(self.wrong($crate::read::Unexpected::Seq))
-        }
-    };
-    (map) => {
-        fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
-            Err(self.wrong($crate::read::Unexpected::Map))
-        }
-    };
-    ($($kind:ident),*) => {
-        $( refuse!($kind); )*
-    };
+/// The mesh options JSON, as serde derive read it (`deny_unknown_fields`,
+/// camelCase names, every field optional; an array is read as the fields in
+/// order, as derive reads one).
+#[derive(Debug, Default, PartialEq)]
+#[cfg_attr(
+    test,
+    derive(serde::Deserialize),
+    serde(deny_unknown_fields, rename_all = "camelCase")
+)]
+pub(crate) struct Options {
+    pub node: Option<String>,
+    pub zone: Option<String>,
+    #[cfg_attr(test, serde(rename = "nodeIPs", default))]
+    pub node_ips: Vec<String>,
+    pub cluster_domain: Option<String>,
+    pub limits: Option<LimitOptions>,
 }
-pub(crate) use refuse;
 
-/// A visitor over one [`Text`]: what it expects, for its messages.
-pub(crate) trait Expect<'t> {
-    fn text(&self) -> &Text<'t>;
-    fn expected(&self) -> &'static str;
+/// `"limits"` of the options.
+#[derive(Debug, Default, PartialEq)]
+#[cfg_attr(
+    test,
+    derive(serde::Deserialize),
+    serde(deny_unknown_fields, rename_all = "camelCase")
+)]
+pub(crate) struct LimitOptions {
+    pub max_input_bytes: Option<usize>,
+    pub max_depth: Option<usize>,
+    pub max_values: Option<usize>,
+    pub max_objects: Option<usize>,
+    pub max_endpoints: Option<usize>,
+    pub affinity_capacity: Option<usize>,
+}
 
-    fn wrong<E: de::Error>(&self, unexpected: Unexpected<'_>) -> E {
-        self.text().wrong(unexpected, self.expected())
+/// Reads the mesh options JSON.
+pub(crate) fn options(json: &str) -> Result<Options, String> {
+    match Text::new(json).read(Want::Options)? {
+        Got::Options(options) => Ok(options),
+        _ => unreachable!("read as options"),
     }
 }
 
-/// A string, or `null` as well when `optional`: `Option<String>` (derive's
-/// `deserialize_option` then `deserialize_string`), or `String`.
-pub(crate) struct Str<'a, 't> {
-    pub text: &'a Text<'t>,
-    pub optional: bool,
-}
-
-impl<'t> Expect<'t> for Str<'_, 't> {
-    fn text(&self) -> &Text<'t> {
-        self.text
-    }
-    fn expected(&self) -> &'static str {
-        "a string"
+/// Reads a JSON object (`serde_json::Map` reads itself so: a later equal
+/// key wins).
+pub(crate) fn object(json: &str) -> Result<Map<String, Value>, String> {
+    match Text::new(json).read(Want::Object)? {
+        Got::Object(map) => Ok(map),
+        _ => unreachable!("read as an object"),
     }
 }
 
-impl<'de> DeserializeSeed<'de> for Str<'_, '_> {
-    type Value = Option<String>;
-    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+const OPTION_FIELDS: &[&str] = &["node", "zone", "nodeIPs", "clusterDomain", "limits"];
+/// What each of [`OPTION_FIELDS`] is read as.
+const OPTION_WANTS: [Want; 5] = [
+    Want::OptStr,
+    Want::OptStr,
+    Want::Strings,
+    Want::OptStr,
+    Want::Limits,
+];
+const LIMIT_FIELDS: &[&str] = &[
+    "maxInputBytes",
+    "maxDepth",
+    "maxValues",
+    "maxObjects",
+    "maxEndpoints",
+    "affinityCapacity",
+];
+
+/// What a value must be: the Rust type serde derive read it as.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Want {
+    /// `String`.
+    Str,
+    /// `Option<String>`.
+    OptStr,
+    /// `Vec<String>`.
+    Strings,
+    /// `Option<usize>`.
+    OptUsize,
+    /// `serde_json::Map<String, Value>`.
+    Object,
+    /// [`Options`].
+    Options,
+    /// `Option<LimitOptions>`.
+    Limits,
+}
+
+impl Want {
+    /// serde's name of the type, for "expected ..." in messages.
+    fn expected(self) -> &'static str {
+        match self {
+            Want::Str | Want::OptStr => "a string",
+            Want::Strings => "a sequence",
+            Want::OptUsize => "usize",
+            Want::Object => "a map",
+            Want::Options => "struct Options",
+            Want::Limits => "struct LimitOptions",
+        }
+    }
+}
+
+/// A value read as a [`Want`].
+enum Got {
+    Str(Option<String>),
+    Strings(Vec<String>),
+    Usize(Option<usize>),
+    Object(Map<String, Value>),
+    Options(Options),
+    Limits(Option<LimitOptions>),
+}
+
+impl Got {
+    fn str(self) -> Option<String> {
+        match self {
+            Got::Str(s) => s,
+            _ => unreachable!("read as a string"),
+        }
+    }
+}
+
+/// The one visitor: reads a value as `want` through `deserialize_any`.
+struct Typed<'a, 't> {
+    text: &'a Text<'t>,
+    want: Want,
+}
+
+impl Typed<'_, '_> {
+    /// A value of `want` inside this one, read by the same visitor.
+    fn inner(&self, want: Want) -> Self {
+        Typed {
+            text: self.text,
+            want,
+        }
+    }
+
+    fn wrong<E: de::Error>(&self, unexpected: Unexpected<'_>) -> Result<Got, E> {
+        Err(self.text.wrong(unexpected, self.want.expected()))
+    }
+}
+
+/// Refuses a field given twice, as derive does: before its value is read.
+fn fresh<T, E: de::Error>(slot: &Option<T>, name: &'static str) -> Result<(), E> {
+    match slot {
+        Some(_) => Err(E::duplicate_field(name)),
+        None => Ok(()),
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Typed<'_, '_> {
+    type Value = Got;
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Got, D::Error> {
         de.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Str<'_, '_> {
-    type Value = Option<String>;
+impl<'de> Visitor<'de> for Typed<'_, '_> {
+    type Value = Got;
+
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.expected())
+        f.write_str(self.want.expected())
     }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        if self.optional {
-            Ok(None)
-        } else {
-            Err(self.wrong(Unexpected::Null))
+
+    fn visit_unit<E: de::Error>(self) -> Result<Got, E> {
+        match self.want {
+            Want::OptStr => Ok(Got::Str(None)),
+            Want::OptUsize => Ok(Got::Usize(None)),
+            Want::Limits => Ok(Got::Limits(None)),
+            _ => self.wrong(Unexpected::Null),
         }
     }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Some(v.to_owned()))
-    }
-    refuse!(bool, numbers, seq, map);
-}
 
-/// A sequence of strings: `Vec<String>`.
-pub(crate) struct Strings<'a, 't>(pub &'a Text<'t>);
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Got, E> {
+        self.wrong(Unexpected::Bool(v))
+    }
 
-impl<'t> Expect<'t> for Strings<'_, 't> {
-    fn text(&self) -> &Text<'t> {
-        self.0
-    }
-    fn expected(&self) -> &'static str {
-        "a sequence"
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for Strings<'_, '_> {
-    type Value = Vec<String>;
-    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
-        de.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Strings<'_, '_> {
-    type Value = Vec<String>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.expected())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut out = Vec::new();
-        let item = || Str {
-            text: self.0,
-            optional: false,
-        };
-        while let Some(s) = seq.next_element_seed(item())? {
-            out.extend(s);
-        }
-        Ok(out)
-    }
-    refuse!(unit, bool, numbers, str, map);
-}
-
-/// `Option<usize>`: `null`, or a whole number that fits.
-pub(crate) struct OptUsize<'a, 't>(pub &'a Text<'t>);
-
-impl<'t> Expect<'t> for OptUsize<'_, 't> {
-    fn text(&self) -> &Text<'t> {
-        self.0
-    }
-    fn expected(&self) -> &'static str {
-        "usize"
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for OptUsize<'_, '_> {
-    type Value = Option<usize>;
-    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
-        de.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for OptUsize<'_, '_> {
-    type Value = Option<usize>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.expected())
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        match usize::try_from(v) {
-            Ok(v) => Ok(Some(v)),
-            Err(_) => Err(E::custom(invalid_value(Unexpected::Unsigned(v), "usize"))),
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Got, E> {
+        match (self.want, usize::try_from(v)) {
+            (Want::OptUsize, Ok(n)) => Ok(Got::Usize(Some(n))),
+            (Want::OptUsize, Err(_)) => {
+                Err(E::custom(invalid_value(Unexpected::Unsigned(v), "usize")))
+            }
+            _ => self.wrong(Unexpected::Unsigned(v)),
         }
     }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        match usize::try_from(v) {
-            Ok(v) => Ok(Some(v)),
-            Err(_) => Err(E::custom(invalid_value(Unexpected::Signed(v), "usize"))),
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Got, E> {
+        match (self.want, usize::try_from(v)) {
+            (Want::OptUsize, Ok(n)) => Ok(Got::Usize(Some(n))),
+            (Want::OptUsize, Err(_)) => {
+                Err(E::custom(invalid_value(Unexpected::Signed(v), "usize")))
+            }
+            _ => self.wrong(Unexpected::Signed(v)),
         }
     }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        Err(self.wrong(Unexpected::Float(v)))
-    }
-    refuse!(bool, str, seq, map);
-}
 
-/// A JSON object: `serde_json::Map<String, Value>`.
-pub(crate) struct Object<'a, 't>(pub &'a Text<'t>);
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Got, E> {
+        self.wrong(Unexpected::Float(v))
+    }
 
-impl<'t> Expect<'t> for Object<'_, 't> {
-    fn text(&self) -> &Text<'t> {
-        self.0
-    }
-    fn expected(&self) -> &'static str {
-        "a map"
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for Object<'_, '_> {
-    type Value = Map<String, Value>;
-    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
-        de.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Object<'_, '_> {
-    type Value = Map<String, Value>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.expected())
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        // As serde_json's `Map` reads itself: a later equal key wins.
-        let mut out = Map::new();
-        while let Some((key, value)) = map.next_entry::<String, Value>()? {
-            out.insert(key, value);
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Got, E> {
+        match self.want {
+            Want::Str | Want::OptStr => Ok(Got::Str(Some(v.to_owned()))),
+            _ => self.wrong(Unexpected::Str(v)),
         }
-        Ok(out)
     }
-    refuse!(unit, bool, numbers, str, seq);
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Got, A::Error> {
+        let mut next = |want: Want| seq.next_element_seed(self.inner(want));
+        match self.want {
+            Want::Strings => {
+                let mut out = Vec::new();
+                while let Some(s) = next(Want::Str)? {
+                    out.extend(s.str());
+                }
+                Ok(Got::Strings(out))
+            }
+            // Derive reads an array as the fields in order; a missing one
+            // is refused, unless it has a default.
+            Want::Options => {
+                let missing = |i| A::Error::invalid_length(i, &"struct Options with 5 elements");
+                let node = next(Want::OptStr)?.ok_or_else(|| missing(0))?.str();
+                let zone = next(Want::OptStr)?.ok_or_else(|| missing(1))?.str();
+                let node_ips = match next(Want::Strings)? {
+                    Some(Got::Strings(ips)) => ips,
+                    _ => Vec::new(),
+                };
+                let cluster_domain = next(Want::OptStr)?.ok_or_else(|| missing(3))?.str();
+                let limits = match next(Want::Limits)? {
+                    Some(Got::Limits(limits)) => limits,
+                    _ => return Err(missing(4)),
+                };
+                Ok(Got::Options(Options {
+                    node,
+                    zone,
+                    node_ips,
+                    cluster_domain,
+                    limits,
+                }))
+            }
+            Want::Limits => {
+                let mut values = [None; 6];
+                for (i, value) in values.iter_mut().enumerate() {
+                    *value = match next(Want::OptUsize)? {
+                        Some(Got::Usize(v)) => v,
+                        _ => {
+                            return Err(A::Error::invalid_length(
+                                i,
+                                &"struct LimitOptions with 6 elements",
+                            ))
+                        }
+                    };
+                }
+                Ok(Got::Limits(Some(limit_options(values))))
+            }
+            _ => self.wrong(Unexpected::Seq),
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Got, A::Error> {
+        match self.want {
+            Want::Object => {
+                let mut out = Map::new();
+                while let Some((key, value)) = map.next_entry::<String, Value>()? {
+                    out.insert(key, value);
+                }
+                Ok(Got::Object(out))
+            }
+            Want::Options => {
+                let mut fields: [Option<Got>; 5] = Default::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    let Some(i) = OPTION_FIELDS.iter().position(|f| *f == key) else {
+                        return Err(A::Error::unknown_field(&key, OPTION_FIELDS));
+                    };
+                    fresh(&fields[i], OPTION_FIELDS[i])?;
+                    fields[i] = Some(map.next_value_seed(self.inner(OPTION_WANTS[i]))?);
+                }
+                let [node, zone, node_ips, domain, limits] = fields;
+                Ok(Got::Options(Options {
+                    node: node.and_then(Got::str),
+                    zone: zone.and_then(Got::str),
+                    node_ips: match node_ips {
+                        Some(Got::Strings(ips)) => ips,
+                        _ => Vec::new(),
+                    },
+                    cluster_domain: domain.and_then(Got::str),
+                    limits: match limits {
+                        Some(Got::Limits(limits)) => limits,
+                        _ => None,
+                    },
+                }))
+            }
+            Want::Limits => {
+                let mut values: [Option<Option<usize>>; 6] = [None; 6];
+                while let Some(key) = map.next_key::<String>()? {
+                    let Some(i) = LIMIT_FIELDS.iter().position(|f| *f == key) else {
+                        return Err(A::Error::unknown_field(&key, LIMIT_FIELDS));
+                    };
+                    fresh(&values[i], LIMIT_FIELDS[i])?;
+                    values[i] = match map.next_value_seed(self.inner(Want::OptUsize))? {
+                        Got::Usize(v) => Some(v),
+                        _ => unreachable!("read as usize"),
+                    };
+                }
+                Ok(Got::Limits(Some(limit_options(
+                    values.map(Option::flatten),
+                ))))
+            }
+            _ => self.wrong(Unexpected::Map),
+        }
+    }
+}
+
+fn limit_options(v: [Option<usize>; 6]) -> LimitOptions {
+    LimitOptions {
+        max_input_bytes: v[0],
+        max_depth: v[1],
+        max_values: v[2],
+        max_objects: v[3],
+        max_endpoints: v[4],
+        affinity_capacity: v[5],
+    }
 }
 
 #[cfg(test)]
@@ -366,44 +480,86 @@ pub(crate) mod tests {
         ]
     }
 
+    /// `text` read as `want`, in serde's terms: its `Debug`, or the message.
+    fn typed(text: &str, want: Want) -> Result<String, String> {
+        Text::new(text).read(want).map(|got| match got {
+            Got::Str(s) if want == Want::Str => format!("{:?}", s.unwrap()),
+            Got::Str(s) => format!("{s:?}"),
+            Got::Strings(v) => format!("{v:?}"),
+            Got::Usize(v) => format!("{v:?}"),
+            Got::Object(m) => format!("{m:?}"),
+            Got::Options(o) => format!("{o:?}"),
+            Got::Limits(l) => format!("{l:?}"),
+        })
+    }
+
+    fn serde<T: serde::de::DeserializeOwned + fmt::Debug>(text: &str) -> Result<String, String> {
+        serde_json::from_str::<T>(text)
+            .map(|v| format!("{v:?}"))
+            .map_err(|e| e.to_string())
+    }
+
     #[test]
-    fn strings_and_numbers_read_as_serde_reads_them() {
+    fn values_read_as_serde_reads_them() {
         for inner in TEXTS {
             for text in wrapped(inner) {
-                let t = Text::new(&text);
-                let got = t.read(Str {
-                    text: &t,
-                    optional: true,
-                });
-                let want = serde_json::from_str::<Option<String>>(&text).map_err(|e| e.to_string());
-                assert_eq!(got, want, "Option<String> from {text:?}");
-
-                let t = Text::new(&text);
-                let got = t.read(Str {
-                    text: &t,
-                    optional: false,
-                });
-                let want = serde_json::from_str::<String>(&text)
-                    .map(Some)
-                    .map_err(|e| e.to_string());
-                assert_eq!(got, want, "String from {text:?}");
-
-                let t = Text::new(&text);
-                let got = t.read(Strings(&t));
-                let want = serde_json::from_str::<Vec<String>>(&text).map_err(|e| e.to_string());
-                assert_eq!(got, want, "Vec<String> from {text:?}");
-
-                let t = Text::new(&text);
-                let got = t.read(OptUsize(&t));
-                let want = serde_json::from_str::<Option<usize>>(&text).map_err(|e| e.to_string());
-                assert_eq!(got, want, "Option<usize> from {text:?}");
-
-                let t = Text::new(&text);
-                let got = t.read(Object(&t));
-                let want =
-                    serde_json::from_str::<Map<String, Value>>(&text).map_err(|e| e.to_string());
-                assert_eq!(got, want, "Map from {text:?}");
+                let t = text.as_str();
+                assert_eq!(typed(t, Want::OptStr), serde::<Option<String>>(t), "{t:?}");
+                assert_eq!(typed(t, Want::Str), serde::<String>(t), "{t:?}");
+                assert_eq!(typed(t, Want::Strings), serde::<Vec<String>>(t), "{t:?}");
+                assert_eq!(typed(t, Want::OptUsize), serde::<Option<usize>>(t), "{t:?}");
+                assert_eq!(
+                    typed(t, Want::Object),
+                    serde::<Map<String, Value>>(t),
+                    "{t:?}"
+                );
+                assert_eq!(
+                    typed(t, Want::Limits),
+                    serde::<Option<LimitOptions>>(t),
+                    "{t:?}"
+                );
             }
+        }
+    }
+
+    /// The options reader agrees with serde derive: values, messages and
+    /// positions, for objects, arrays and values of every type.
+    #[test]
+    fn options_read_as_serde_derive_read_them() {
+        let mut texts: Vec<String> = TEXTS.iter().map(|v| v.to_string()).collect();
+        for v in TEXTS {
+            for key in ["node", "nodeIPs", "limits", "nodes"] {
+                texts.push(format!("{{\"{key}\": {v}}}"));
+                texts.push(format!("{{\n  \"zone\": \"z\",\n  \"{key}\":\n {v} }}"));
+            }
+            for key in ["maxDepth", "affinityCapacity", "maxNothing"] {
+                texts.push(format!("{{\"limits\": {{\"{key}\": {v}}}}}"));
+            }
+            texts.push(format!("[null, {v}]"));
+            texts.push(format!("[null, null, [], null, [1, 2, 3, 4, 5, {v}]]"));
+            texts.push(format!("{{\"limits\": [ {v} ]}}"));
+        }
+        texts.extend(
+            [
+                r#"{"node":"a","node":"b"}"#,
+                r#"{"node":null,"node":"b"}"#,
+                r#"{"limits":{"maxDepth":1,"maxDepth":[]}}"#,
+                r#"{"limits":[1,2,3,4,5,6]}"#,
+                r#"{"limits":[1,2,3,4,5,6,7]}"#,
+                r#"[]"#,
+                r#"["n", "z"]"#,
+                r#"["n", "z", ["10.0.0.1"], "d", null]"#,
+                r#"["n", "z", ["10.0.0.1"], "d", null, 1]"#,
+                r#"{"nodeIPs":["a", null]}"#,
+                r#"{"nodeIPs":null}"#,
+                r#"{"limits":{"maxDepth":-1}}"#,
+                r#"{"limits":{"maxDepth":4294967296}}"#,
+                r#"{"node":"n","zone":"z","nodeIPs":["1.2.3.4"],"clusterDomain":"d","limits":{"maxInputBytes":1,"maxDepth":2,"maxValues":3,"maxObjects":4,"maxEndpoints":5,"affinityCapacity":6}}"#,
+            ]
+            .map(str::to_owned),
+        );
+        for text in &texts {
+            assert_eq!(typed(text, Want::Options), serde::<Options>(text), "{text}");
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::policy::{
     ANNOTATION_WEIGHTS, DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_RING_SIZE, MAX_MAGLEV_TABLE_SIZE,
     MAX_RING_SIZE, MAX_WEIGHT,
 };
-use crate::typed::{Object, Text};
+use crate::typed;
 
 /// The namespace of an object that has none (as `kubectl create --dry-run`
 /// writes them): kubectl would use the context's namespace, pobox uses `default`.
@@ -727,9 +727,7 @@ fn slice_weights(
     };
     let field = annotation_field(ANNOTATION_WEIGHTS);
     let bad = |m: String| Error::invalid(object, &field, m);
-    let json = Text::new(text);
-    let map = json
-        .read(Object(&json))
+    let map = typed::object(text)
         .map_err(|e| bad(format!("not a JSON object from address to weight: {e}")))?;
     let mut weights = HashMap::with_capacity(map.len());
     for (k, v) in map {
