@@ -18,9 +18,7 @@
 //! a JSON array where an object belongs as the object's fields in order; the
 //! walk refuses it, as the API server does.
 
-use std::collections::BTreeMap;
-
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::read::{self, Segment, Unexpected};
 
@@ -148,17 +146,49 @@ impl<T: Decode> Decode for Vec<T> {
     }
 }
 
-impl<T: Decode> Decode for BTreeMap<String, T> {
+/// `labels` and `annotations`: strings by key, kept in the JSON object they
+/// came in, whose values are checked to be strings (in key order, as
+/// decoding a `BTreeMap<String, String>` checked them). One map type fewer
+/// in the JavaScript package's module than a `BTreeMap<String, String>`.
+#[derive(Debug, Default)]
+pub(crate) struct StringMap(Map<String, Value>);
+
+impl StringMap {
+    /// The value of `key`.
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(Value::as_str)
+    }
+
+    pub(crate) fn contains_key(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+}
+
+impl Decode for StringMap {
     fn decode(value: Value, at: &At<'_>) -> Result<Self, DecodeError> {
         let Value::Object(map) = value else {
             return Err(at.error(invalid_type(&value, "a map")));
         };
-        let mut out = BTreeMap::new();
-        for (key, value) in map {
-            let value = T::decode(value, &At::Field(at, &key))?;
-            out.insert(key, value);
+        for (key, value) in &map {
+            if !value.is_string() {
+                return Err(At::Field(at, key).error(invalid_type(value, "a string")));
+            }
         }
-        Ok(out)
+        Ok(StringMap(map))
+    }
+}
+
+/// The reference the walk is checked against reads a `BTreeMap<String,
+/// String>`, as the wire types did.
+#[cfg(test)]
+impl<'de> serde::Deserialize<'de> for StringMap {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        let map = std::collections::BTreeMap::<String, String>::deserialize(de)?;
+        Ok(StringMap(
+            map.into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect(),
+        ))
     }
 }
 
@@ -206,8 +236,8 @@ wire! {
     struct ObjectMeta {
         "name" => name: Option<String>,
         "namespace" => namespace: Option<String>,
-        "labels" => labels: Option<BTreeMap<String, String>>,
-        "annotations" => annotations: Option<BTreeMap<String, String>>,
+        "labels" => labels: Option<StringMap>,
+        "annotations" => annotations: Option<StringMap>,
     }
 }
 

@@ -3,7 +3,7 @@
 //! the object and field (`Service default/web: spec.ports[1].port: 70000 is out
 //! of range 1-65535`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -611,11 +611,11 @@ pub const ANNOTATION_SERVICE_ACCOUNT: &str = "pobox.io/service-account";
 /// subdomain as Kubernetes requires of ServiceAccount names.
 fn service_account(
     object: &str,
-    annotations: Option<&BTreeMap<String, String>>,
+    annotations: Option<&k8s::StringMap>,
 ) -> Result<Option<Arc<str>>, Error> {
     match annotations.and_then(|a| a.get(ANNOTATION_SERVICE_ACCOUNT)) {
         None => Ok(None),
-        Some(v) if is_dns1123_subdomain(v) => Ok(Some(v.as_str().into())),
+        Some(v) if is_dns1123_subdomain(v) => Ok(Some(v.into())),
         Some(v) => Err(Error::invalid(
             object,
             annotation_field(ANNOTATION_SERVICE_ACCOUNT),
@@ -626,7 +626,7 @@ fn service_account(
 
 fn annotation_number(
     object: &str,
-    annotations: Option<&BTreeMap<String, String>>,
+    annotations: Option<&k8s::StringMap>,
     key: &str,
     default: u32,
     range: std::ops::RangeInclusive<u32>,
@@ -648,7 +648,7 @@ fn annotation_number(
 /// `pobox.io/outlier-consecutive-failures` is set.
 fn outlier_detection(
     object: &str,
-    annotations: Option<&BTreeMap<String, String>>,
+    annotations: Option<&k8s::StringMap>,
 ) -> Result<Option<OutlierDetection>, Error> {
     let n = |key, default, range| annotation_number(object, annotations, key, default, range);
     let base = n(ANNOTATION_OUTLIER_BASE_EJECTION, 30, 1..=3600)?;
@@ -670,11 +670,8 @@ fn annotation_field(key: &str) -> String {
 }
 
 /// The balancing policy from a Service's annotations.
-fn lb_policy(
-    object: &str,
-    annotations: Option<&BTreeMap<String, String>>,
-) -> Result<LbPolicy, Error> {
-    let get = |k: &str| annotations.and_then(|a| a.get(k)).map(String::as_str);
+fn lb_policy(object: &str, annotations: Option<&k8s::StringMap>) -> Result<LbPolicy, Error> {
+    let get = |k: &str| annotations.and_then(|a| a.get(k));
     let number = |key: &str, default: u32, max: u32| -> Result<u32, Error> {
         match get(key) {
             None => Ok(default),
@@ -719,7 +716,7 @@ fn lb_policy(
 /// Endpoint weights from a slice's `pobox.io/weights` annotation.
 fn slice_weights(
     object: &str,
-    annotations: Option<&BTreeMap<String, String>>,
+    annotations: Option<&k8s::StringMap>,
     family: IpFamily,
 ) -> Result<HashMap<IpAddr, u32>, Error> {
     let Some(text) = annotations.and_then(|a| a.get(ANNOTATION_WEIGHTS)) else {
@@ -967,7 +964,7 @@ pub(crate) fn endpoint_slice(
         }
     }
     let labels = raw.metadata.labels.unwrap_or_default();
-    let service = match labels.get(LABEL_SERVICE_NAME).map(String::as_str) {
+    let service = match labels.get(LABEL_SERVICE_NAME) {
         None | Some("") => None,
         Some(s) => Some(Arc::<str>::from(s)),
     };
