@@ -42,7 +42,9 @@ impl<'t> Text<'t> {
     /// Reads the whole text as `want`, as `serde_json::from_str` reads a
     /// type: the error is serde_json's message with its line and column.
     fn read(&self, want: Want) -> Result<Got, String> {
-        let mut de = serde_json::Deserializer::from_str(self.text);
+        // From bytes, as the apply path reads documents: one instance of
+        // serde_json's parser serves both (a `str` reader would be a second).
+        let mut de = serde_json::Deserializer::from_slice(self.text.as_bytes());
         let seed = Typed { text: self, want };
         let read = seed.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
         read.map_err(|e| self.message(&e))
