@@ -31,6 +31,9 @@ pub(crate) struct Budget {
     pub stopped: Option<Stop>,
     /// The first duplicate key found.
     pub duplicate: Option<Duplicate>,
+    /// Whether a later equal key replaces the value (as serde_json's `Value`
+    /// reads maps), rather than being noted as a duplicate.
+    last_wins: bool,
 }
 
 /// Which limit stopped the reading.
@@ -67,6 +70,18 @@ impl Budget {
             depth: 0,
             stopped: None,
             duplicate: None,
+            last_wins: false,
+        }
+    }
+
+    /// No limits, and a later equal key wins: values read as
+    /// `serde_json::Value` reads them (serde_json's recursion limit still
+    /// applies), without a second instance of its parser for `Value`'s
+    /// visitor.
+    pub(crate) fn unlimited() -> Budget {
+        Budget {
+            last_wins: true,
+            ..Budget::new(usize::MAX, usize::MAX)
         }
     }
 
@@ -113,7 +128,8 @@ pub(crate) fn read<'de, D: de::Deserializer<'de>>(
     Seed(budget).deserialize(de)
 }
 
-struct Seed<'b>(&'b mut Budget);
+/// Reads one value within a budget.
+pub(crate) struct Seed<'b>(pub &'b mut Budget);
 
 impl<'de> DeserializeSeed<'de> for Seed<'_> {
     type Value = Value;
@@ -194,7 +210,9 @@ impl<'de> Visitor<'de> for Seed<'_> {
         while let Some(key) = map.next_key::<String>()? {
             let value = map.next_value_seed(Seed(&mut *budget))?;
             budget.child_done(|| Segment::Key(key.clone()));
-            if entries.contains_key(&key) {
+            if budget.last_wins {
+                entries.insert(key, value);
+            } else if entries.contains_key(&key) {
                 if budget.duplicate.is_none() {
                     budget.duplicate = Some(Duplicate {
                         key,

@@ -22,7 +22,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use crate::read::{invalid_type, invalid_value, Unexpected};
+use crate::read::{invalid_type, invalid_value, Budget, Seed, Unexpected};
 
 /// One JSON text being read: the text, and whether the error (if any) is
 /// one that belongs at an opening bracket.
@@ -365,7 +365,9 @@ impl<'de> Visitor<'de> for Typed<'_, '_> {
         match self.want {
             Want::Object => {
                 let mut out = Map::new();
-                while let Some((key, value)) = map.next_entry::<String, Value>()? {
+                let mut budget = Budget::unlimited();
+                while let Some(key) = map.next_key::<String>()? {
+                    let value = map.next_value_seed(Seed(&mut budget))?;
                     out.insert(key, value);
                 }
                 Ok(Got::Object(out))
@@ -461,6 +463,7 @@ pub(crate) mod tests {
         "{\n  \"a\" : 1 }",
         "{\"a\":1,\"a\":2}",
         "{\"1.2.3.4\": 5, \"x\": [1]}",
+        "{\"x\": {\"a\": 1, \"a\": [2]}, \"y\": [{\"b\": 1, \"b\": 2.5}]}",
         "",
         "nul",
         "tru",
@@ -503,7 +506,11 @@ pub(crate) mod tests {
 
     #[test]
     fn values_read_as_serde_reads_them() {
-        for inner in TEXTS {
+        // Past serde_json's recursion limit (128) inside an object, and just
+        // within it.
+        let deep = |n| format!("{{\"x\": {}{}}}", "[".repeat(n), "]".repeat(n));
+        let deep = [deep(126), deep(127), deep(200)];
+        for inner in TEXTS.iter().copied().chain(deep.iter().map(String::as_str)) {
             for text in wrapped(inner) {
                 let t = text.as_str();
                 assert_eq!(typed(t, Want::OptStr), serde::<Option<String>>(t), "{t:?}");
