@@ -304,6 +304,74 @@ pub(crate) fn invalid_value(unexpected: Unexpected<'_>, expected: &str) -> Strin
     format!("invalid value: {unexpected}, expected {expected}")
 }
 
+/// A value as serde_json's `Display` writes it (compact JSON: no spaces,
+/// keys in the map's order, strings escaped as serde_json escapes them), for
+/// messages that quote a value. Written here so that the module does not
+/// link serde_json's serializer and the I/O error machinery under it.
+pub(crate) struct Json<'a>(pub &'a Value);
+
+impl fmt::Display for Json<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Value::Null => f.write_str("null"),
+            Value::Bool(b) => write!(f, "{b}"),
+            // `Number` prints as serde_json's serializer does.
+            Value::Number(n) => write!(f, "{n}"),
+            Value::String(s) => json_str(s, f),
+            Value::Array(items) => {
+                f.write_str("[")?;
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{}", Json(item))?;
+                }
+                f.write_str("]")
+            }
+            Value::Object(map) => {
+                f.write_str("{")?;
+                for (i, (key, value)) in map.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    json_str(key, f)?;
+                    write!(f, ":{}", Json(value))?;
+                }
+                f.write_str("}")
+            }
+        }
+    }
+}
+
+/// A JSON string as serde_json writes one: `"` and `\` escaped, the control
+/// characters as `\b`, `\f`, `\n`, `\r`, `\t` or `\u00xx`.
+fn json_str(s: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    f.write_str("\"")?;
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        f.write_str(&s[start..i])?;
+        if escape.is_empty() {
+            write!(f, "\\u{b:04x}")?;
+        } else {
+            f.write_str(escape)?;
+        }
+        start = i + 1;
+    }
+    f.write_str(&s[start..])?;
+    f.write_str("\"")
+}
+
 /// `spec.ports[0].port`.
 pub(crate) fn path_string(path: &[Segment]) -> String {
     let mut out = String::new();
@@ -360,6 +428,20 @@ mod tests {
         read_json(r#"{"kind":"a","kind":"b"}"#, &mut budget).unwrap();
         let d = budget.duplicate.unwrap();
         assert_eq!((d.key.as_str(), d.path.len()), ("kind", 0));
+    }
+
+    #[test]
+    fn json_is_written_as_serde_json_writes_it() {
+        let text = r#"[null,true,false,0,-7,18446744073709551615,1.5,-0.0,1e300,1e-7,123456789.125,
+            "",{"b":"\"\\\/\b\f\n\r\t\u0000\u001f\u007f é 𝄞","a":[{},[]]},"x"]"#;
+        let value: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(Json(&value).to_string(), value.to_string());
+        for item in value.as_array().unwrap() {
+            assert_eq!(Json(item).to_string(), item.to_string());
+        }
+        let controls: String = (0u8..0x80).map(char::from).collect();
+        let value = Value::String(controls);
+        assert_eq!(Json(&value).to_string(), value.to_string());
     }
 
     #[test]

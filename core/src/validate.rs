@@ -22,6 +22,7 @@ use crate::policy::{
     ANNOTATION_WEIGHTS, DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_RING_SIZE, MAX_MAGLEV_TABLE_SIZE,
     MAX_RING_SIZE, MAX_WEIGHT,
 };
+use crate::read::Json;
 use crate::typed;
 
 /// The namespace of an object that has none (as `kubectl create --dry-run`
@@ -413,7 +414,7 @@ pub(crate) fn service(raw: k8s::Service) -> Result<Service, Error> {
             Some(other) => {
                 return Err(inv(
                     &at("targetPort"),
-                    format!("{other} must be a port number or a port name"),
+                    format!("{} must be a port number or a port name", Json(other)),
                 ))
             }
         };
@@ -740,7 +741,8 @@ fn slice_weights(
             .filter(|w| *w <= MAX_WEIGHT as u64)
             .ok_or_else(|| {
                 bad(format!(
-                    "the weight of {ip}, {v}, is not a whole number in 0-{MAX_WEIGHT}"
+                    "the weight of {ip}, {}, is not a whole number in 0-{MAX_WEIGHT}",
+                    Json(&v)
                 ))
             })?;
         weights.insert(ip, w as u32);
