@@ -70,7 +70,7 @@ fn is_iana_svc_name(s: &str) -> bool {
         && b.iter().any(|c| c.is_ascii_lowercase())
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
-        && !s.contains("--")
+        && !b.windows(2).any(|w| w == b"--")
 }
 
 fn port_number(value: i64) -> Result<u16, String> {
