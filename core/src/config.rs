@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use crate::affinity::DEFAULT_AFFINITY_CAPACITY;
 use crate::error::Error;
 use crate::limits::Limits;
+use crate::typed;
 use crate::validate::is_dns1123_subdomain;
 
 /// The cluster domain when none is configured.
@@ -156,28 +157,7 @@ impl MeshConfig {
     /// assert!(pobox::MeshConfig::from_options_json(r#"{"nodes":"n1"}"#).is_err());
     /// ```
     pub fn from_options_json(json: &str) -> Result<MeshConfig, Error> {
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields, rename_all = "camelCase")]
-        struct Options {
-            node: Option<String>,
-            zone: Option<String>,
-            #[serde(rename = "nodeIPs", default)]
-            node_ips: Vec<String>,
-            cluster_domain: Option<String>,
-            limits: Option<LimitOptions>,
-        }
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields, rename_all = "camelCase")]
-        struct LimitOptions {
-            max_input_bytes: Option<usize>,
-            max_depth: Option<usize>,
-            max_values: Option<usize>,
-            max_objects: Option<usize>,
-            max_endpoints: Option<usize>,
-            affinity_capacity: Option<usize>,
-        }
-        let options: Options =
-            serde_json::from_str(json).map_err(|e| Error::Config(format!("options: {e}")))?;
+        let options = typed::options(json).map_err(|e| Error::Config(format!("options: {e}")))?;
         let mut config = MeshConfig::new();
         if let Some(node) = options.node {
             config = config.node(node);

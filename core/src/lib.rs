@@ -69,6 +69,7 @@ mod snapshot;
 pub mod tls;
 #[cfg(feature = "tower")]
 pub mod tower;
+mod typed;
 mod validate;
 
 pub use affinity::{Clock, ManualClock, SystemClock, DEFAULT_AFFINITY_CAPACITY};

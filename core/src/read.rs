@@ -31,6 +31,9 @@ pub(crate) struct Budget {
     pub stopped: Option<Stop>,
     /// The first duplicate key found.
     pub duplicate: Option<Duplicate>,
+    /// Whether a later equal key replaces the value (as serde_json's `Value`
+    /// reads maps), rather than being noted as a duplicate.
+    last_wins: bool,
 }
 
 /// Which limit stopped the reading.
@@ -67,6 +70,18 @@ impl Budget {
             depth: 0,
             stopped: None,
             duplicate: None,
+            last_wins: false,
+        }
+    }
+
+    /// No limits, and a later equal key wins: values read as
+    /// `serde_json::Value` reads them (serde_json's recursion limit still
+    /// applies), without a second instance of its parser for `Value`'s
+    /// visitor.
+    pub(crate) fn unlimited() -> Budget {
+        Budget {
+            last_wins: true,
+            ..Budget::new(usize::MAX, usize::MAX)
         }
     }
 
@@ -113,7 +128,8 @@ pub(crate) fn read<'de, D: de::Deserializer<'de>>(
     Seed(budget).deserialize(de)
 }
 
-struct Seed<'b>(&'b mut Budget);
+/// Reads one value within a budget.
+pub(crate) struct Seed<'b>(pub &'b mut Budget);
 
 impl<'de> DeserializeSeed<'de> for Seed<'_> {
     type Value = Value;
@@ -194,7 +210,9 @@ impl<'de> Visitor<'de> for Seed<'_> {
         while let Some(key) = map.next_key::<String>()? {
             let value = map.next_value_seed(Seed(&mut *budget))?;
             budget.child_done(|| Segment::Key(key.clone()));
-            if entries.contains_key(&key) {
+            if budget.last_wins {
+                entries.insert(key, value);
+            } else if entries.contains_key(&key) {
                 if budget.duplicate.is_none() {
                     budget.duplicate = Some(Duplicate {
                         key,
@@ -209,6 +227,149 @@ impl<'de> Visitor<'de> for Seed<'_> {
         budget.depth -= 1;
         Ok(Value::Object(entries))
     }
+}
+
+/// A value of the wrong type or out of range, worded as serde_json words it
+/// in its "invalid type" and "invalid value" messages (`integer `7``,
+/// `string "80"`, `floating point `1.5``, `sequence`).
+///
+/// pobox words these messages itself instead of through serde's
+/// `Unexpected`: that one's `Display` formats floats with the standard
+/// library's `f64` formatting, which serde_json never uses for them (it
+/// prints floats its own way, as here) but which every caller of it links,
+/// a twentieth of the JavaScript package's module.
+#[derive(Clone, Copy)]
+pub(crate) enum Unexpected<'a> {
+    Null,
+    Bool(bool),
+    Unsigned(u64),
+    Signed(i64),
+    Float(f64),
+    Str(&'a str),
+    Seq,
+    Map,
+}
+
+impl<'a> Unexpected<'a> {
+    /// What `value` is, as serde_json's `Value` deserializer names it.
+    pub(crate) fn of(value: &'a Value) -> Self {
+        match value {
+            Value::Null => Unexpected::Null,
+            Value::Bool(b) => Unexpected::Bool(*b),
+            Value::Number(n) => {
+                if let Some(u) = n.as_u64() {
+                    Unexpected::Unsigned(u)
+                } else if let Some(i) = n.as_i64() {
+                    Unexpected::Signed(i)
+                } else {
+                    Unexpected::Float(n.as_f64().unwrap_or(f64::NAN))
+                }
+            }
+            Value::String(s) => Unexpected::Str(s),
+            Value::Array(_) => Unexpected::Seq,
+            Value::Object(_) => Unexpected::Map,
+        }
+    }
+}
+
+impl fmt::Display for Unexpected<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Unexpected::Null => f.write_str("null"),
+            Unexpected::Bool(b) => write!(f, "boolean `{b}`"),
+            Unexpected::Unsigned(u) => write!(f, "integer `{u}`"),
+            Unexpected::Signed(i) => write!(f, "integer `{i}`"),
+            // serde_json's float formatting (its `Number` prints finite
+            // floats so); a JSON number is always finite.
+            Unexpected::Float(x) => match serde_json::Number::from_f64(x) {
+                Some(n) => write!(f, "floating point `{n}`"),
+                None if x.is_nan() => f.write_str("floating point `NaN`"),
+                None if x > 0.0 => f.write_str("floating point `inf`"),
+                None => f.write_str("floating point `-inf`"),
+            },
+            Unexpected::Str(s) => write!(f, "string {s:?}"),
+            Unexpected::Seq => f.write_str("sequence"),
+            Unexpected::Map => f.write_str("map"),
+        }
+    }
+}
+
+/// serde's "invalid type" message: `invalid type: string "80", expected i64`.
+pub(crate) fn invalid_type(unexpected: Unexpected<'_>, expected: &str) -> String {
+    format!("invalid type: {unexpected}, expected {expected}")
+}
+
+/// serde's "invalid value" message: `invalid value: integer `-1`, expected usize`.
+pub(crate) fn invalid_value(unexpected: Unexpected<'_>, expected: &str) -> String {
+    format!("invalid value: {unexpected}, expected {expected}")
+}
+
+/// A value as serde_json's `Display` writes it (compact JSON: no spaces,
+/// keys in the map's order, strings escaped as serde_json escapes them), for
+/// messages that quote a value. Written here so that the module does not
+/// link serde_json's serializer and the I/O error machinery under it.
+pub(crate) struct Json<'a>(pub &'a Value);
+
+impl fmt::Display for Json<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Value::Null => f.write_str("null"),
+            Value::Bool(b) => write!(f, "{b}"),
+            // `Number` prints as serde_json's serializer does.
+            Value::Number(n) => write!(f, "{n}"),
+            Value::String(s) => json_str(s, f),
+            Value::Array(items) => {
+                f.write_str("[")?;
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{}", Json(item))?;
+                }
+                f.write_str("]")
+            }
+            Value::Object(map) => {
+                f.write_str("{")?;
+                for (i, (key, value)) in map.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    json_str(key, f)?;
+                    write!(f, ":{}", Json(value))?;
+                }
+                f.write_str("}")
+            }
+        }
+    }
+}
+
+/// A JSON string as serde_json writes one: `"` and `\` escaped, the control
+/// characters as `\b`, `\f`, `\n`, `\r`, `\t` or `\u00xx`.
+fn json_str(s: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    f.write_str("\"")?;
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        f.write_str(&s[start..i])?;
+        if escape.is_empty() {
+            write!(f, "\\u{b:04x}")?;
+        } else {
+            f.write_str(escape)?;
+        }
+        start = i + 1;
+    }
+    f.write_str(&s[start..])?;
+    f.write_str("\"")
 }
 
 /// `spec.ports[0].port`.
@@ -267,6 +428,20 @@ mod tests {
         read_json(r#"{"kind":"a","kind":"b"}"#, &mut budget).unwrap();
         let d = budget.duplicate.unwrap();
         assert_eq!((d.key.as_str(), d.path.len()), ("kind", 0));
+    }
+
+    #[test]
+    fn json_is_written_as_serde_json_writes_it() {
+        let text = r#"[null,true,false,0,-7,18446744073709551615,1.5,-0.0,1e300,1e-7,123456789.125,
+            "",{"b":"\"\\\/\b\f\n\r\t\u0000\u001f\u007f é 𝄞","a":[{},[]]},"x"]"#;
+        let value: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(Json(&value).to_string(), value.to_string());
+        for item in value.as_array().unwrap() {
+            assert_eq!(Json(item).to_string(), item.to_string());
+        }
+        let controls: String = (0u8..0x80).map(char::from).collect();
+        let value = Value::String(controls);
+        assert_eq!(Json(&value).to_string(), value.to_string());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! the object and field (`Service default/web: spec.ports[1].port: 70000 is out
 //! of range 1-65535`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -22,6 +22,8 @@ use crate::policy::{
     ANNOTATION_WEIGHTS, DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_RING_SIZE, MAX_MAGLEV_TABLE_SIZE,
     MAX_RING_SIZE, MAX_WEIGHT,
 };
+use crate::read::Json;
+use crate::typed;
 
 /// The namespace of an object that has none (as `kubectl create --dry-run`
 /// writes them): kubectl would use the context's namespace, pobox uses `default`.
@@ -68,7 +70,7 @@ fn is_iana_svc_name(s: &str) -> bool {
         && b.iter().any(|c| c.is_ascii_lowercase())
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
-        && !s.contains("--")
+        && !b.windows(2).any(|w| w == b"--")
 }
 
 fn port_number(value: i64) -> Result<u16, String> {
@@ -412,7 +414,7 @@ pub(crate) fn service(raw: k8s::Service) -> Result<Service, Error> {
             Some(other) => {
                 return Err(inv(
                     &at("targetPort"),
-                    format!("{other} must be a port number or a port name"),
+                    format!("{} must be a port number or a port name", Json(other)),
                 ))
             }
         };
@@ -610,11 +612,11 @@ pub const ANNOTATION_SERVICE_ACCOUNT: &str = "pobox.io/service-account";
 /// subdomain as Kubernetes requires of ServiceAccount names.
 fn service_account(
     object: &str,
-    annotations: Option<&BTreeMap<String, String>>,
+    annotations: Option<&k8s::StringMap>,
 ) -> Result<Option<Arc<str>>, Error> {
     match annotations.and_then(|a| a.get(ANNOTATION_SERVICE_ACCOUNT)) {
         None => Ok(None),
-        Some(v) if is_dns1123_subdomain(v) => Ok(Some(v.as_str().into())),
+        Some(v) if is_dns1123_subdomain(v) => Ok(Some(v.into())),
         Some(v) => Err(Error::invalid(
             object,
             annotation_field(ANNOTATION_SERVICE_ACCOUNT),
@@ -625,7 +627,7 @@ fn service_account(
 
 fn annotation_number(
     object: &str,
-    annotations: Option<&BTreeMap<String, String>>,
+    annotations: Option<&k8s::StringMap>,
     key: &str,
     default: u32,
     range: std::ops::RangeInclusive<u32>,
@@ -647,7 +649,7 @@ fn annotation_number(
 /// `pobox.io/outlier-consecutive-failures` is set.
 fn outlier_detection(
     object: &str,
-    annotations: Option<&BTreeMap<String, String>>,
+    annotations: Option<&k8s::StringMap>,
 ) -> Result<Option<OutlierDetection>, Error> {
     let n = |key, default, range| annotation_number(object, annotations, key, default, range);
     let base = n(ANNOTATION_OUTLIER_BASE_EJECTION, 30, 1..=3600)?;
@@ -669,11 +671,8 @@ fn annotation_field(key: &str) -> String {
 }
 
 /// The balancing policy from a Service's annotations.
-fn lb_policy(
-    object: &str,
-    annotations: Option<&BTreeMap<String, String>>,
-) -> Result<LbPolicy, Error> {
-    let get = |k: &str| annotations.and_then(|a| a.get(k)).map(String::as_str);
+fn lb_policy(object: &str, annotations: Option<&k8s::StringMap>) -> Result<LbPolicy, Error> {
+    let get = |k: &str| annotations.and_then(|a| a.get(k));
     let number = |key: &str, default: u32, max: u32| -> Result<u32, Error> {
         match get(key) {
             None => Ok(default),
@@ -718,7 +717,7 @@ fn lb_policy(
 /// Endpoint weights from a slice's `pobox.io/weights` annotation.
 fn slice_weights(
     object: &str,
-    annotations: Option<&BTreeMap<String, String>>,
+    annotations: Option<&k8s::StringMap>,
     family: IpFamily,
 ) -> Result<HashMap<IpAddr, u32>, Error> {
     let Some(text) = annotations.and_then(|a| a.get(ANNOTATION_WEIGHTS)) else {
@@ -726,7 +725,7 @@ fn slice_weights(
     };
     let field = annotation_field(ANNOTATION_WEIGHTS);
     let bad = |m: String| Error::invalid(object, &field, m);
-    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
+    let map = typed::object(text)
         .map_err(|e| bad(format!("not a JSON object from address to weight: {e}")))?;
     let mut weights = HashMap::with_capacity(map.len());
     for (k, v) in map {
@@ -742,7 +741,8 @@ fn slice_weights(
             .filter(|w| *w <= MAX_WEIGHT as u64)
             .ok_or_else(|| {
                 bad(format!(
-                    "the weight of {ip}, {v}, is not a whole number in 0-{MAX_WEIGHT}"
+                    "the weight of {ip}, {}, is not a whole number in 0-{MAX_WEIGHT}",
+                    Json(&v)
                 ))
             })?;
         weights.insert(ip, w as u32);
@@ -966,7 +966,7 @@ pub(crate) fn endpoint_slice(
         }
     }
     let labels = raw.metadata.labels.unwrap_or_default();
-    let service = match labels.get(LABEL_SERVICE_NAME).map(String::as_str) {
+    let service = match labels.get(LABEL_SERVICE_NAME) {
         None | Some("") => None,
         Some(s) => Some(Arc::<str>::from(s)),
     };

@@ -16,6 +16,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -23,7 +24,6 @@ use std::time::Duration;
 
 use js_sys::{Reflect, Uint8Array, JSON};
 use pobox::{Client, Clock, Kind, MeshConfig, Outcome, RecordType};
-use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
 
 // === host functions ===
@@ -95,9 +95,59 @@ fn into_error(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
 }
 
-/// A JSON value as the equivalent JavaScript value.
-fn to_js(value: &Value) -> Result<JsValue, JsError> {
-    JSON::parse(&value.to_string()).map_err(|_| into_error("internal: JSON round trip failed"))
+/// An answer as JSON text, written field by field and parsed by the host
+/// into the JavaScript value (one call across, however many fields).
+/// Objects are written with their keys in sorted order, as `serde_json`
+/// wrote them when the answers were `serde_json::Value`s: the same text,
+/// without building the values (a tenth of the module's formatting code).
+#[derive(Default)]
+struct Json(String);
+
+impl Json {
+    /// Punctuation and keys, as they are: `{"name":`.
+    fn raw(&mut self, s: &str) -> &mut Self {
+        self.0.push_str(s);
+        self
+    }
+
+    /// A JSON string: `"`, `\` and control characters escaped.
+    fn str(&mut self, s: &str) -> &mut Self {
+        self.0.push('"');
+        for c in s.chars() {
+            match c {
+                '"' => self.0.push_str("\\\""),
+                '\\' => self.0.push_str("\\\\"),
+                c if u32::from(c) < 0x20 => {
+                    let _ = write!(self.0, "\\u{:04x}", u32::from(c));
+                }
+                c => self.0.push(c),
+            }
+        }
+        self.0.push('"');
+        self
+    }
+
+    /// A string, or `null`.
+    fn opt_str(&mut self, s: Option<&str>) -> &mut Self {
+        match s {
+            Some(s) => self.str(s),
+            None => self.raw("null"),
+        }
+    }
+
+    fn num(&mut self, n: u64) -> &mut Self {
+        let _ = write!(self.0, "{n}");
+        self
+    }
+
+    fn bool(&mut self, b: bool) -> &mut Self {
+        self.raw(if b { "true" } else { "false" })
+    }
+
+    /// The JavaScript value of the text.
+    fn to_js(&self) -> Result<JsValue, JsError> {
+        JSON::parse(&self.0).map_err(|_| into_error("internal: JSON round trip failed"))
+    }
 }
 
 /// `undefined` and `null` mean "not given".
@@ -222,12 +272,18 @@ impl Hasher for FoldHasher {
     }
 }
 
-fn report_json(report: &pobox::ApplyReport) -> Value {
-    json!({
-        "version": report.version,
-        "changed": report.changed,
-        "warnings": report.warnings,
-    })
+/// An `ApplyReport`: `{"changed":..,"version":..,"warnings":[..]}`.
+fn report_js(report: &pobox::ApplyReport) -> Result<JsValue, JsError> {
+    let mut out = Json::default();
+    out.raw("{\"changed\":")
+        .bool(report.changed)
+        .raw(",\"version\":")
+        .num(report.version)
+        .raw(",\"warnings\":[");
+    for (i, warning) in report.warnings.iter().enumerate() {
+        out.raw(if i == 0 { "" } else { "," }).str(warning);
+    }
+    out.raw("]}").to_js()
 }
 
 fn document_bytes(doc: &JsValue) -> Result<Vec<u8>, JsError> {
@@ -294,7 +350,7 @@ impl Mesh {
             .inner
             .apply(&document_bytes(&doc)?)
             .map_err(into_error)?;
-        to_js(&report_json(&report))
+        report_js(&report)
     }
 
     /// Replaces everything with these objects, all or nothing.
@@ -307,7 +363,7 @@ impl Mesh {
             .inner
             .replace(&document_bytes(&doc)?)
             .map_err(into_error)?;
-        to_js(&report_json(&report))
+        report_js(&report)
     }
 
     /// Deletes one object: `kind` is `Service` or `EndpointSlice`. Deleting
@@ -320,7 +376,7 @@ impl Mesh {
             .inner
             .delete(kind, namespace, name)
             .map_err(into_error)?;
-        to_js(&report_json(&report))
+        report_js(&report)
     }
 
     /// Picks an endpoint (`"10.1.2.3:8080"`, `"[fd00::1]:8080"`) for
@@ -375,26 +431,37 @@ impl Mesh {
             resolved.eligible().collect()
         };
         let spec = resolved.port.spec();
-        let endpoints: Vec<Value> = list
-            .iter()
-            .map(|e| {
-                json!({
-                    "ip": e.ip().to_string(),
-                    "port": e.port(),
-                    "ready": e.is_ready(),
-                    "serving": e.is_serving(),
-                    "terminating": e.is_terminating(),
-                    "node": e.node(),
-                    "zone": e.zone(),
-                })
-            })
-            .collect();
-        to_js(&json!({
-            "service": resolved.service.service().key().as_str(),
-            "port": {"name": spec.name(), "port": spec.port(), "protocol": spec.protocol().as_str()},
-            "traffic": resolved.traffic.as_str(),
-            "endpoints": endpoints,
-        }))
+        let mut out = Json::default();
+        out.raw("{\"endpoints\":[");
+        for (i, e) in list.iter().enumerate() {
+            out.raw(if i == 0 { "{\"ip\":" } else { ",{\"ip\":" })
+                .str(&e.ip().to_string())
+                .raw(",\"node\":")
+                .opt_str(e.node())
+                .raw(",\"port\":")
+                .num(e.port().into())
+                .raw(",\"ready\":")
+                .bool(e.is_ready())
+                .raw(",\"serving\":")
+                .bool(e.is_serving())
+                .raw(",\"terminating\":")
+                .bool(e.is_terminating())
+                .raw(",\"zone\":")
+                .opt_str(e.zone())
+                .raw("}");
+        }
+        out.raw("],\"port\":{\"name\":")
+            .str(spec.name())
+            .raw(",\"port\":")
+            .num(spec.port().into())
+            .raw(",\"protocol\":")
+            .str(spec.protocol().as_str())
+            .raw("},\"service\":")
+            .str(resolved.service.service().key().as_str())
+            .raw(",\"traffic\":")
+            .str(resolved.traffic.as_str())
+            .raw("}")
+            .to_js()
     }
 
     /// DNS records for `name`, as the cluster DNS server answers: `type` is
@@ -439,19 +506,23 @@ impl Mesh {
             Some(ns) => snapshot.lookup_from(ns, &name, qtype),
             None => snapshot.lookup(&name, qtype),
         };
-        let answers: Vec<Value> = answer
-            .answers
-            .iter()
-            .map(|r| {
-                json!({
-                    "name": &*r.name,
-                    "type": r.data.record_type().to_string(),
-                    "ttl": r.ttl,
-                    "data": r.data.value(),
-                })
-            })
-            .collect();
-        to_js(&json!({"rcode": answer.rcode.as_str(), "answers": answers}))
+        let mut out = Json::default();
+        out.raw("{\"answers\":[");
+        for (i, r) in answer.answers.iter().enumerate() {
+            out.raw(if i == 0 { "{\"data\":" } else { ",{\"data\":" })
+                .str(&r.data.value())
+                .raw(",\"name\":")
+                .str(&r.name)
+                .raw(",\"ttl\":")
+                .num(r.ttl.into())
+                .raw(",\"type\":")
+                .str(&r.data.record_type().to_string())
+                .raw("}");
+        }
+        out.raw("],\"rcode\":")
+            .str(answer.rcode.as_str())
+            .raw("}")
+            .to_js()
     }
 
     /// Reports how a request to `endpoint` (`"10.1.2.3:8080"`) went, for
