@@ -151,6 +151,22 @@ impl Route {
         uses
     }
 
+    /// [`Route::try_pick`] handing the pick to `f` inside the pick, for a
+    /// binding that converts it into its own type (a C struct): the pick is
+    /// not moved out of the thread's state first. Returns whether there was
+    /// one (as [`Route::try_pick`] returns `Some`).
+    #[inline]
+    pub fn try_pick_with(&self, client: &Client<'_>, f: impl FnOnce(Pick)) -> bool {
+        let mut picked = false;
+        self.with_resolution(|resolution, cursors| {
+            if let Some(pick) = self.pick_from(resolution, client, cursors) {
+                f(pick);
+                picked = true;
+            }
+        });
+        picked
+    }
+
     /// Starts a request, as [`Mesh::begin`] does for the route's
     /// destination: for Services that count requests (least-request) or
     /// watch health (outlier detection), the endpoint counts it in flight

@@ -83,6 +83,40 @@ fn a_route_follows_every_version() {
 }
 
 #[test]
+fn try_pick_with_hands_over_the_pick_try_pick_would_return() {
+    let mesh = Mesh::new(MeshConfig::new()).unwrap();
+    let route = mesh.route(&dest("10.96.0.10:80"), None);
+    let mut seen = None;
+    assert!(!route.try_pick_with(&Client::new(), |p| seen = Some(p)));
+    assert_eq!(seen, None, "no Service: nothing handed over");
+    apply(
+        &mesh,
+        &[
+            service("default", "10.96.0.10", json!({}), false),
+            slice("default", "web-1", &["10.1.0.1", "10.1.0.2"]),
+        ],
+    );
+    // One round-robin sequence, whichever call picks.
+    let mut got = Vec::new();
+    for i in 0..4 {
+        if i % 2 == 0 {
+            assert!(route.try_pick_with(&Client::new(), |p| got.push(p.addr.to_string())));
+        } else {
+            got.push(route.try_pick(&Client::new()).unwrap().addr.to_string());
+        }
+    }
+    assert_eq!(
+        got,
+        [
+            "10.1.0.1:8080",
+            "10.1.0.2:8080",
+            "10.1.0.1:8080",
+            "10.1.0.2:8080"
+        ]
+    );
+}
+
+#[test]
 fn a_route_says_whether_its_picks_read_the_client_ip() {
     let mesh = Mesh::new(MeshConfig::new()).unwrap();
     let route = mesh.route(&dest("10.96.0.10:80"), None);
