@@ -20,24 +20,21 @@
 //! CPU cache is) that readers search without locking, and a mutex that
 //! writers (a new binding, a removal, a resize) take.
 //!
-//! * A set is a line of tags (32 bits of each way's key hash, 0 when
-//!   empty) and of recency hints (each way's time of last use, in units of
-//!   about a millisecond), followed by one 64-byte line per way, which holds
-//!   the whole key, the endpoint, its position hint and the time of the
-//!   last pick. A lookup reads the tag line and the line of the way whose
-//!   tag matches, and compares the whole key: no two clients are ever
-//!   confused. Choosing the least recent way reads the hints alone, so an
-//!   eviction reads no way's line but the one it overwrites.
+//! * A set is a line of tags (each way's key hash, 0 when empty) followed
+//!   by one 64-byte line per way, which holds the whole key, the endpoint,
+//!   its position hint and the time of the last pick. A lookup reads the
+//!   tag line and the line of the way whose tag matches, and compares the
+//!   whole key: no two clients are ever confused.
 //! * Each way is a sequence lock: a writer makes its counter odd, writes
 //!   the words, and makes it even again; a reader reads the counter, the
 //!   words, then the counter again, and uses the words only if the counter
 //!   was even and unchanged. A reader that keeps meeting a writer looks
 //!   the key up under the shard's mutex instead.
 //! * A hit restarts the timer with a relaxed store of the time outside the
-//!   sequence lock, and of the way's recency hint (only when the time has
-//!   changed). If a writer replaces the entry at that moment, the stores
-//!   land on the new entry, which was written at the same time: at worst
-//!   its timer starts a few microseconds later.
+//!   sequence lock (only when the time has changed). If a writer replaces
+//!   the entry at that moment, the store lands on the new entry, which was
+//!   written at the same time: at worst its timer starts a few
+//!   microseconds later.
 //! * A shard's table starts with one set and grows fourfold whenever a new
 //!   client finds its set full, up to twice the shard's capacity in ways,
 //!   so that sets rarely overflow before the capacity is reached. The
@@ -61,7 +58,7 @@
 //! entries survive snapshot updates.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -71,7 +68,7 @@ use crate::hash::FoldHasher;
 pub const DEFAULT_AFFINITY_CAPACITY: usize = 262_144;
 
 const SHARDS: usize = 64;
-/// Entries per set: the tags and recency hints of a set fill one cache line.
+/// Entries per set: the tags of a set fill one cache line.
 const WAYS: usize = 8;
 /// How often a reader retries a way a writer is rewriting before it looks
 /// the key up under the shard's mutex.
@@ -250,45 +247,27 @@ struct Probe {
     slot: u64,
     /// The lane and [`CLIENT_V6`]: [`KEY_META`] of a way's `meta`.
     meta: u64,
-    /// The key's hash: its high half picks the shard, its low half the set.
+    /// Never 0 (an empty way's tag).
     hash: u64,
-    /// The way's tag: 32 bits of the hash, never 0 (an empty way's tag).
-    tag: u32,
 }
 
 impl Probe {
     #[inline]
     fn new(key: &Key) -> Probe {
+        use std::hash::Hasher;
         let (client, v6) = ip_words(key.client);
         let slot = (u64::from(key.slot.0) << 32) | u64::from(key.slot.1);
         let meta = u64::from(key.lane) | if v6 { CLIENT_V6 } else { 0 };
-        Probe::of(client, slot, meta)
-    }
-
-    /// The probe of a stored entry's key (a table that grows re-files its
-    /// entries by their hash).
-    fn of_entry(entry: &Entry) -> Probe {
-        Probe::of(entry.client, entry.slot, entry.meta & KEY_META)
-    }
-
-    #[inline]
-    fn of(client: [u64; 2], slot: u64, meta: u64) -> Probe {
-        use std::hash::Hasher;
         let mut h = FoldHasher::default();
         h.write_u64(client[0]);
         h.write_u64(client[1]);
         h.write_u64(slot);
         h.write_u64(meta);
-        let hash = h.finish();
         Probe {
             client,
             slot,
             meta,
-            hash,
-            // The hash's low and high quarters: mostly bits that choose
-            // neither the shard (the top of the high half) nor the set (the
-            // top of the low half), so that keys of one set differ in them.
-            tag: hash.rotate_left(16) as u32 | 1,
+            hash: h.finish() | 1,
         }
     }
 }
@@ -414,31 +393,17 @@ impl Way {
 #[repr(C, align(64))]
 #[derive(Default)]
 struct Set {
-    /// Each way's tag ([`Probe::tag`]), 0 for an empty way: a filter, the
-    /// way's key is the truth.
-    tags: [AtomicU32; WAYS],
-    /// Each way's time of last use, [`recency`] of its `LAST` word: which
-    /// way is least recent, read without the ways' lines. A hint (the
-    /// timer is the way's own time).
-    recent: [AtomicU32; WAYS],
+    /// Each way's key hash ([`Probe::hash`]), 0 for an empty way: a filter,
+    /// the way's key is the truth.
+    tags: [AtomicU64; WAYS],
     ways: [Way; WAYS],
-}
-
-/// A time as a recency hint: nanoseconds in units of 2^20 (about a
-/// millisecond), in 32 bits. Hints are compared as signed ages from now,
-/// wrapping, so they order ways correctly while every age is under 2^31
-/// units (about 26 days); past that an idle entry may look recent, which
-/// only changes which entry an eviction picks.
-#[inline]
-fn recency(nanos: u64) -> u32 {
-    (nanos >> 20) as u32
 }
 
 impl Set {
     /// The way holding `probe`'s key, read by a writer.
     fn find_locked(&self, probe: &Probe) -> Option<(usize, Entry)> {
         (0..WAYS).find_map(|i| {
-            if self.tags[i].load(Ordering::Relaxed) != probe.tag {
+            if self.tags[i].load(Ordering::Relaxed) != probe.hash {
                 return None;
             }
             let entry = self.ways[i].read_locked();
@@ -450,25 +415,18 @@ impl Set {
         (0..WAYS).find(|&i| self.tags[i].load(Ordering::Relaxed) == 0)
     }
 
-    /// The way in use with the oldest recency hint at `now` (the first of
-    /// equals), if any is in use.
-    fn least_recent(&self, now: u64) -> Option<usize> {
-        let now = recency(now);
+    /// The way with the oldest time, if any is in use.
+    fn least_recent(&self) -> Option<usize> {
         (0..WAYS)
             .filter(|&i| self.tags[i].load(Ordering::Relaxed) != 0)
-            // Signed ages: a way another thread touched after `now` was
-            // read is newer, not 2^32 units old.
-            .min_by_key(|&i| {
-                std::cmp::Reverse(now.wrapping_sub(self.recent[i].load(Ordering::Relaxed)) as i32)
-            })
+            .min_by_key(|&i| self.ways[i].words[Way::LAST].load(Ordering::Relaxed))
     }
 
     /// Writes `entry` to way `i`. A reader that meets the old tag reads
     /// the old entry or the new one whole, and compares its key.
-    fn put(&self, i: usize, tag: u32, entry: &Entry) {
+    fn put(&self, i: usize, hash: u64, entry: &Entry) {
         self.ways[i].write(entry.words());
-        self.recent[i].store(recency(entry.last), Ordering::Relaxed);
-        self.tags[i].store(tag, Ordering::Release);
+        self.tags[i].store(hash, Ordering::Release);
     }
 
     fn clear(&self, i: usize) {
@@ -539,27 +497,27 @@ impl Shard {
 
     /// Makes the next table (four times the sets, at most `max_sets`) and
     /// moves every entry into it. The caller holds the writer lock.
-    fn grow(&self, w: &mut Writer, now: u64) {
+    fn grow(&self, w: &mut Writer) {
         let n = self.current.load(Ordering::Relaxed);
         let old = self.table().unwrap_or(&[]);
         let sets = (4 * old.len()).clamp(1, w.max_sets);
         let next: Box<[Set]> = (0..sets).map(|_| Set::default()).collect();
         for set in old {
             for i in 0..WAYS {
-                if set.tags[i].load(Ordering::Relaxed) == 0 {
+                let hash = set.tags[i].load(Ordering::Relaxed);
+                if hash == 0 {
                     continue;
                 }
                 let entry = set.ways[i].read_locked();
-                let probe = Probe::of_entry(&entry);
-                let to = set_of(&next, probe.hash);
+                let to = set_of(&next, hash);
                 match to.empty_way() {
-                    Some(j) => to.put(j, probe.tag, &entry),
+                    Some(j) => to.put(j, hash, &entry),
                     // More of the old entries in one set of the new table
                     // than it has ways: the least recent goes.
                     None => {
-                        let j = to.least_recent(now).expect("a full set");
+                        let j = to.least_recent().expect("a full set");
                         if to.ways[j].words[Way::LAST].load(Ordering::Relaxed) < entry.last {
-                            to.put(j, probe.tag, &entry);
+                            to.put(j, hash, &entry);
                         }
                         w.len -= 1;
                     }
@@ -577,28 +535,28 @@ impl Shard {
         let mut w = self.lock();
         loop {
             let Some(table) = self.table() else {
-                self.grow(&mut w, now);
+                self.grow(&mut w);
                 continue;
             };
             let set = set_of(table, probe.hash);
             if let Some((i, _)) = set.find_locked(probe) {
-                set.put(i, probe.tag, &entry);
+                set.put(i, probe.hash, &entry);
                 return;
             }
             let at_capacity = w.len >= w.capacity;
             match (set.empty_way(), at_capacity) {
                 (Some(i), false) => {
-                    set.put(i, probe.tag, &entry);
+                    set.put(i, probe.hash, &entry);
                     w.len += 1;
                     return;
                 }
                 (None, false) if table.len() < w.max_sets => {
-                    self.grow(&mut w, now);
+                    self.grow(&mut w);
                 }
                 // A full set, at capacity or not: its least recent goes.
                 (None, _) => {
-                    let i = set.least_recent(now).expect("a full set");
-                    set.put(i, probe.tag, &entry);
+                    let i = set.least_recent().expect("a full set");
+                    set.put(i, probe.hash, &entry);
                     return;
                 }
                 // At capacity with room in this set: the least recent of
@@ -606,17 +564,17 @@ impl Shard {
                 // search has just read), or of the next set that has
                 // entries.
                 (Some(i), true) => {
-                    if let Some(j) = set.least_recent(now) {
-                        set.put(j, probe.tag, &entry);
+                    if let Some(j) = set.least_recent() {
+                        set.put(j, probe.hash, &entry);
                         return;
                     }
                     let start = set_index(table.len(), probe.hash);
                     let (victim, j) = (1..table.len())
                         .map(|k| &table[(start + k) % table.len()])
-                        .find_map(|s| s.least_recent(now).map(|j| (s, j)))
+                        .find_map(|s| s.least_recent().map(|j| (s, j)))
                         .expect("at capacity, so an entry somewhere");
                     victim.clear(j);
-                    set.put(i, probe.tag, &entry);
+                    set.put(i, probe.hash, &entry);
                     return;
                 }
             }
@@ -704,7 +662,7 @@ impl Affinity {
     fn lookup(set: &Set, probe: &Probe) -> Lookup {
         let mut busy = false;
         for i in 0..WAYS {
-            if set.tags[i].load(Ordering::Acquire) != probe.tag {
+            if set.tags[i].load(Ordering::Acquire) != probe.hash {
                 continue;
             }
             let read = (0..READ_TRIES).find_map(|_| {
@@ -763,7 +721,6 @@ impl Affinity {
             shard.remove(&probe, &entry);
         } else if entry.last != now {
             set.ways[way].words[Way::LAST].store(now, Ordering::Relaxed);
-            set.recent[way].store(recency(now), Ordering::Relaxed);
         }
         found
     }
@@ -940,26 +897,6 @@ mod tests {
             assert_eq!(bound_to(&a, &k), Some(ep(1)));
         }
         assert_eq!(bound_to(&a, &newcomer), Some(ep(2)));
-    }
-
-    #[test]
-    fn the_least_recent_way_is_the_oldest_by_its_hint() {
-        let set = Set::default();
-        let now = 5_000u64 << 20;
-        // Ages 5, 10 and -3 (touched by another thread after `now` was
-        // read); way 3 is empty, whatever its hint.
-        for (i, at) in [(0, 4_995u32), (1, 4_990), (2, 5_003), (3, 1)] {
-            set.recent[i].store(at, Ordering::Relaxed);
-            set.tags[i].store(if i == 3 { 0 } else { 7 }, Ordering::Relaxed);
-        }
-        assert_eq!(set.least_recent(now), Some(1));
-        // Across the wrap of the 32-bit hints, by age.
-        let now = (u32::MAX as u64 + 6) << 20;
-        set.recent[0].store(u32::MAX - 2, Ordering::Relaxed); // age 8
-        set.recent[1].store(3, Ordering::Relaxed); // age 2
-        set.recent[2].store(5, Ordering::Relaxed); // age 0
-        assert_eq!(set.least_recent(now), Some(0));
-        assert_eq!(Set::default().least_recent(now), None);
     }
 
     #[test]
