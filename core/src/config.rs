@@ -88,8 +88,7 @@ impl MeshConfig {
 
     /// The most session-affinity entries kept (default 262,144); past it a
     /// new client evicts the least recently used entry of its set (the
-    /// table is set-associative, 8 entries to a set; recency is counted in
-    /// units of about a millisecond, the first of equals goes).
+    /// table is set-associative, 8 entries to a set).
     pub fn affinity_capacity(mut self, entries: usize) -> Self {
         self.affinity_capacity = entries;
         self
