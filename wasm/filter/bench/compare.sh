@@ -175,7 +175,7 @@ print(f"throughput cost of the pobox filter: {100 * (1 - f / p_rps):.1f}% "
       f"the header host calls and ORIGINAL_DST: {100 * (1 - h / p_rps):.1f}%; "
       f"pobox over that floor: {100 * (1 - f / h):.1f}%)")
 if n:
-    print(f"in the VM: {ns / n / 1000:.2f} us per request (on_http_request_headers: source.address, "
-          f"header removal, :authority, hash key, pick, header write; {n:.0f} requests)")
+    print(f"in the VM: {ns / n / 1000:.2f} us per request (on_http_request_headers, round robin: "
+          f":authority, pick, header write; {n:.0f} requests)")
 PY
 echo "load after: $(uptime | sed 's/.*load average: //')"
