@@ -416,24 +416,31 @@ impl PortEntry {
             // wanted only to walk past an ejected endpoint.
             Table::Sequence(seq) => {
                 let first = seq[self.slot.next(cursors, set, seq.len())] as usize;
-                if self.outlier.is_none() || !self.is_ejected(first, now) {
-                    return Some(first);
+                match self.ejected_member(members, first, now) {
+                    Some(at) => at,
+                    None => return Some(first),
                 }
-                members.partition_point(|&m| (m as usize) < first)
             }
             Table::Maglev(_) | Table::Ring(_) => {
                 match hash_key(client).and_then(|h| table.hashed(h)) {
-                    Some(first) => {
-                        if self.outlier.is_none() || !self.is_ejected(first, now) {
-                            return Some(first);
-                        }
-                        members.partition_point(|&m| (m as usize) < first)
-                    }
+                    Some(first) => match self.ejected_member(members, first, now) {
+                        Some(at) => at,
+                        None => return Some(first),
+                    },
                     None => self.slot.next(cursors, set, members.len()),
                 }
             }
         };
         Some(self.avoid_ejected(members, at, now))
+    }
+
+    /// The index among `members` of the endpoint at `position` (a table's
+    /// pick) when outlier detection has ejected it, for the walk past it;
+    /// `None` when the pick stands.
+    #[inline]
+    fn ejected_member(&self, members: &[u32], position: usize, now: Duration) -> Option<usize> {
+        (self.outlier.is_some() && self.is_ejected(position, now))
+            .then(|| members.partition_point(|&m| (m as usize) < position))
     }
 
     /// [`PortEntry::pick_by_table`] for a [`Shortcut::Hash`] port
@@ -503,11 +510,7 @@ impl PortEntry {
         }
         let a = self.avoid_ejected(members, i, now);
         let b = self.avoid_ejected(members, j, now);
-        if health[b].in_flight() < health[a].in_flight() {
-            b
-        } else {
-            a
-        }
+        less_loaded(health, a, b)
     }
 }
 
@@ -525,6 +528,13 @@ fn two_choices(members: &[u32], health: &[Arc<Health>]) -> usize {
     } else {
         (members[i] as usize, members[j] as usize)
     };
+    less_loaded(health, a, b)
+}
+
+/// Of the endpoints at positions `a` and `b`, the one with fewer requests
+/// in flight; `a` on a tie.
+#[inline(always)]
+fn less_loaded(health: &[Arc<Health>], a: usize, b: usize) -> usize {
     if health[b].in_flight() < health[a].in_flight() {
         b
     } else {

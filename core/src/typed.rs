@@ -241,6 +241,21 @@ impl Typed<'_, '_> {
     fn wrong<E: de::Error>(&self, unexpected: Unexpected<'_>) -> Result<Got, E> {
         Err(self.text.wrong(unexpected, self.want.expected()))
     }
+
+    /// An integer, `as_usize` when it fits one: the `usize` where one is
+    /// wanted (serde's "invalid value" when it does not fit), else a value
+    /// of the wrong type.
+    fn integer<E: de::Error>(
+        &self,
+        as_usize: Option<usize>,
+        unexpected: Unexpected<'_>,
+    ) -> Result<Got, E> {
+        match (self.want, as_usize) {
+            (Want::OptUsize, Some(n)) => Ok(Got::Usize(Some(n))),
+            (Want::OptUsize, None) => Err(E::custom(invalid_value(unexpected, "usize"))),
+            _ => self.wrong(unexpected),
+        }
+    }
 }
 
 /// Refuses a field given twice, as derive does: before its value is read.
@@ -279,23 +294,11 @@ impl<'de> Visitor<'de> for Typed<'_, '_> {
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Got, E> {
-        match (self.want, usize::try_from(v)) {
-            (Want::OptUsize, Ok(n)) => Ok(Got::Usize(Some(n))),
-            (Want::OptUsize, Err(_)) => {
-                Err(E::custom(invalid_value(Unexpected::Unsigned(v), "usize")))
-            }
-            _ => self.wrong(Unexpected::Unsigned(v)),
-        }
+        self.integer(usize::try_from(v).ok(), Unexpected::Unsigned(v))
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Got, E> {
-        match (self.want, usize::try_from(v)) {
-            (Want::OptUsize, Ok(n)) => Ok(Got::Usize(Some(n))),
-            (Want::OptUsize, Err(_)) => {
-                Err(E::custom(invalid_value(Unexpected::Signed(v), "usize")))
-            }
-            _ => self.wrong(Unexpected::Signed(v)),
-        }
+        self.integer(usize::try_from(v).ok(), Unexpected::Signed(v))
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Got, E> {

@@ -954,16 +954,10 @@ pub unsafe extern "C" fn pobox_route_pick(
         let route = unsafe { try_ref(route, "route") }?;
         // SAFETY: the caller promises out is NULL or writable.
         let out = unsafe { out_ref(out, "out") }?;
-        // The endpoint is written where the pick is made, first for the
-        // common call (no client address, no key) with a client built in
-        // place; the reason is built only for a failed pick, off the fast
-        // path.
-        let write = |pick| *out = endpoint_of(pick);
-        if client.is_null() && key_len == 0 && route.try_pick_with(&Client::new(), write) {
-            return Ok(());
-        }
         // SAFETY: the caller promises client and key are readable as documented.
         let client = unsafe { client_with_key(client, key, key_len) }?;
+        // The endpoint is written where the pick is made; the reason is
+        // built only for a failed pick, off the fast path.
         if !route.try_pick_with(&client, |pick| *out = endpoint_of(pick)) {
             *out = endpoint_of(route.pick(&client)?);
         }

@@ -433,14 +433,19 @@ impl tower::Service<()> for Ready {
     }
 }
 
+/// A mesh with one least-request Service of `n` endpoints.
+fn least_request_mesh(n: usize) -> Mesh {
+    mesh_with(&k8s_json(
+        json!({"pobox.io/lb-policy": "least-request"}),
+        n,
+        None,
+    ))
+}
+
 fn least_request(c: &mut Criterion) {
     let mut g = c.benchmark_group("least_request_p2c");
     for n in [100usize, 10_000] {
-        let mesh = mesh_with(&k8s_json(
-            json!({"pobox.io/lb-policy": "least-request"}),
-            n,
-            None,
-        ));
+        let mesh = least_request_mesh(n);
         let d = dest();
         g.bench_function(format!("pobox_mesh_pick/{n}"), |b| {
             b.iter(|| mesh.pick(black_box(&d), &Client::new()).unwrap().addr)
@@ -535,11 +540,7 @@ fn least_request_threads(c: &mut Criterion) {
     use tower::Service;
     let mut g = c.benchmark_group("least_request_p2c_threads");
     for n in [100usize, 10_000] {
-        let mesh = mesh_with(&k8s_json(
-            json!({"pobox.io/lb-policy": "least-request"}),
-            n,
-            None,
-        ));
+        let mesh = least_request_mesh(n);
         let d = dest();
         let route = mesh.route(&d, None);
         let balance = std::sync::Mutex::new(tower_p2c(n));
