@@ -334,6 +334,15 @@ fn weighted(c: &mut Criterion) {
     g.bench_function("pobox_wrr_route_pick", |b| {
         b.iter(|| black_box(&route).pick(&Client::new()).unwrap().addr)
     });
+    // On a destination resolved once (`Snapshot::resolve`, then
+    // `Resolved::pick`), as for Maglev: what remains is the policy's work
+    // (the thread's cursor, the sequence) and the pick's bookkeeping, the
+    // same kind of work as the alias table's sample below.
+    let snapshot = mesh.snapshot();
+    let resolved = snapshot.resolve(&d, &Client::new()).unwrap();
+    g.bench_function("pobox_wrr_resolved_pick", |b| {
+        b.iter(|| black_box(&resolved).pick(&Client::new()).unwrap().addr())
+    });
 
     let backends: BTreeSet<pingora_load_balancing::Backend> = (0..N)
         .map(|i| {
@@ -453,6 +462,13 @@ fn least_request(c: &mut Criterion) {
         let route = mesh.route(&d, None);
         g.bench_function(format!("pobox_route_pick/{n}"), |b| {
             b.iter(|| black_box(&route).pick(&Client::new()).unwrap().addr)
+        });
+        // On a destination resolved once, as for Maglev: the two draws, the
+        // two counts, the comparison.
+        let snapshot = mesh.snapshot();
+        let resolved = snapshot.resolve(&d, &Client::new()).unwrap();
+        g.bench_function(format!("pobox_resolved_pick/{n}"), |b| {
+            b.iter(|| black_box(&resolved).pick(&Client::new()).unwrap().addr())
         });
         g.bench_function(format!("pobox_route_begin_drop/{n}"), |b| {
             b.iter(|| black_box(&route).begin(&Client::new()).unwrap().addr())
