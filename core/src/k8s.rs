@@ -135,15 +135,49 @@ impl<T: Decode> Decode for Option<T> {
 
 impl<T: Decode> Decode for Vec<T> {
     fn decode(value: Value, at: &At<'_>) -> Result<Self, DecodeError> {
-        let Value::Array(items) = value else {
-            return Err(at.error(invalid_type(&value, "a sequence")));
-        };
-        let mut out = Vec::with_capacity(items.len());
-        for (index, item) in items.into_iter().enumerate() {
-            out.push(T::decode(item, &At::Index(at, index))?);
-        }
+        let mut out = Vec::new();
+        items(value, at, &mut |item, at| {
+            out.push(T::decode(item, at)?);
+            Ok(())
+        })?;
         Ok(out)
     }
+}
+
+/// The walk over an array, shared by every `Vec<T>`: `item` decodes each
+/// element where it is. Not generic, so that one copy of the walk (and of
+/// the array's drop) is in the JavaScript package's module rather than one
+/// per element type.
+fn items(
+    value: Value,
+    at: &At<'_>,
+    item: &mut dyn FnMut(Value, &At<'_>) -> Result<(), DecodeError>,
+) -> Result<(), DecodeError> {
+    let Value::Array(items) = value else {
+        return Err(at.error(invalid_type(&value, "a sequence")));
+    };
+    for (index, value) in items.into_iter().enumerate() {
+        item(value, &At::Index(at, index))?;
+    }
+    Ok(())
+}
+
+/// The walk over a wire struct's object, shared by every wire struct:
+/// `field` decodes each entry where it is, by its key. Not generic, for the
+/// reason [`items`] is not.
+fn fields(
+    value: Value,
+    at: &At<'_>,
+    expected: &str,
+    field: &mut dyn FnMut(&str, Value, &At<'_>) -> Result<(), DecodeError>,
+) -> Result<(), DecodeError> {
+    let Value::Object(map) = value else {
+        return Err(at.error(invalid_type(&value, expected)));
+    };
+    for (key, value) in map {
+        field(&key, value, &At::Field(at, &key))?;
+    }
+    Ok(())
 }
 
 /// `labels` and `annotations`: strings by key, kept in the JSON object they
@@ -223,17 +257,12 @@ macro_rules! wire {
 
         impl Decode for $name {
             fn decode(value: Value, at: &At<'_>) -> Result<Self, DecodeError> {
-                let Value::Object(map) = value else {
-                    return Err(at.error(invalid_type(&value, concat!("struct ", stringify!($name)))));
-                };
                 let mut out = $name::default();
-                for (key, value) in map {
-                    let at = At::Field(at, &key);
-                    match key.as_str() {
-                        $( $key => set(&mut out.$field, value, &at)?, )*
-                        _ => {}
-                    }
-                }
+                let expected = concat!("struct ", stringify!($name));
+                fields(value, at, expected, &mut |key, value, at| match key {
+                    $( $key => set(&mut out.$field, value, at), )*
+                    _ => Ok(()),
+                })?;
                 Ok(out)
             }
         }
