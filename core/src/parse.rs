@@ -385,7 +385,10 @@ fn add_object(mut value: Value, document: usize, parsed: &mut Parsed) -> Result<
     let object = format!("{kind} {namespace}/{name}");
 
     if kind == "List" || (kind.ends_with("List") && map.contains_key("items")) {
-        let items = match map.remove("items") {
+        // Taken out rather than removed: the List is dropped whole after
+        // its items (and a map `remove` is one more instance of the
+        // JavaScript package's module).
+        let items = match map.get_mut("items").map(Value::take) {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(items)) => items,
             Some(other) => {
