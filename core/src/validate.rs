@@ -351,9 +351,7 @@ pub(crate) fn service(raw: k8s::Service) -> Result<Service, Error> {
         return Err(inv("spec.ports", "is required".into()));
     }
     let mut ports: Vec<ServicePort> = Vec::with_capacity(raw_ports.len());
-    let mut names = HashSet::new();
-    let mut seen = HashSet::new();
-    let mut node_ports = HashSet::new();
+    let mut used = UsedPorts::new(raw_ports.len());
     for (i, p) in raw_ports.iter().enumerate() {
         let at = |f: &str| format!("spec.ports[{i}].{f}");
         let name = p.name.as_deref().unwrap_or("");
@@ -370,7 +368,8 @@ pub(crate) fn service(raw: k8s::Service) -> Result<Service, Error> {
                 format!("{name:?} is not a valid port name: must be a DNS-1123 label"),
             ));
         }
-        if !names.insert(name) {
+        let name: Arc<str> = name.into();
+        if used.name(&ports, &name) {
             return Err(inv(&at("name"), format!("duplicate value {name:?}")));
         }
         let port = match p.port {
@@ -378,7 +377,7 @@ pub(crate) fn service(raw: k8s::Service) -> Result<Service, Error> {
             Some(v) => port_number(v).map_err(|m| inv(&at("port"), m))?,
         };
         let proto = protocol(p.protocol.as_deref()).map_err(|m| inv(&at("protocol"), m))?;
-        if !seen.insert((port, proto)) {
+        if used.port(&ports, port, proto) {
             return Err(inv(
                 &format!("spec.ports[{i}]"),
                 format!("duplicate port {port}/{proto}"),
@@ -431,7 +430,7 @@ pub(crate) fn service(raw: k8s::Service) -> Result<Service, Error> {
                     ));
                 }
                 let np = port_number(v).map_err(|m| inv(&at("nodePort"), m))?;
-                if !node_ports.insert((np, proto)) {
+                if used.node_port(&ports, np, proto) {
                     return Err(inv(
                         &at("nodePort"),
                         format!("duplicate value {np}/{proto}"),
@@ -441,7 +440,7 @@ pub(crate) fn service(raw: k8s::Service) -> Result<Service, Error> {
             }
         };
         ports.push(ServicePort {
-            name: name.into(),
+            name,
             port,
             protocol: proto,
             target_port,
@@ -752,6 +751,80 @@ fn slice_weights(
 
 // === EndpointSlice ===
 
+/// Past this many ports, a Service's ports are checked for duplicates in
+/// sets rather than by a scan of the ports before each one (whose cost grows
+/// as the square of their number).
+const SCAN_PORTS: usize = 32;
+
+/// The duplicate checks of a Service's ports. A Service has a few ports: a
+/// scan of the earlier ones finds a duplicate with no set to build, and with
+/// no set type of its own in the JavaScript package's module. A Service
+/// listing more than [`SCAN_PORTS`] is checked in sets instead, of types the
+/// module has anyway: names in a `HashSet<Arc<str>>` (the [`Interner`]'s),
+/// (port, protocol) and (nodePort, protocol) pairs as bits.
+struct UsedPorts {
+    /// Whether the sets are used rather than a scan.
+    sets: bool,
+    names: HashSet<Arc<str>>,
+    /// Bit `((port * 3 + protocol) * 2 + is_node_port)`, grown as needed.
+    bits: Vec<u64>,
+}
+
+impl UsedPorts {
+    fn new(ports: usize) -> Self {
+        UsedPorts {
+            sets: ports > SCAN_PORTS,
+            names: HashSet::new(),
+            bits: Vec::new(),
+        }
+    }
+
+    /// Whether `name` is used by an earlier port; notes it.
+    fn name(&mut self, earlier: &[ServicePort], name: &Arc<str>) -> bool {
+        if self.sets {
+            !self.names.insert(name.clone())
+        } else {
+            earlier.iter().any(|p| p.name == *name)
+        }
+    }
+
+    /// Whether `port`/`protocol` is used by an earlier port; notes it.
+    fn port(&mut self, earlier: &[ServicePort], port: u16, protocol: Protocol) -> bool {
+        if self.sets {
+            self.bit(port, protocol, false)
+        } else {
+            earlier
+                .iter()
+                .any(|p| p.port == port && p.protocol == protocol)
+        }
+    }
+
+    /// Whether the node port `port`/`protocol` is used by an earlier port;
+    /// notes it.
+    fn node_port(&mut self, earlier: &[ServicePort], port: u16, protocol: Protocol) -> bool {
+        if self.sets {
+            self.bit(port, protocol, true)
+        } else {
+            earlier
+                .iter()
+                .any(|p| p.node_port == Some(port) && p.protocol == protocol)
+        }
+    }
+
+    /// Sets the pair's bit; whether it was set.
+    fn bit(&mut self, port: u16, protocol: Protocol, node_port: bool) -> bool {
+        let bit = (usize::from(port) * 3 + protocol as usize) * 2 + usize::from(node_port);
+        let word = bit / 64;
+        if word >= self.bits.len() {
+            self.bits.resize(word + 1, 0);
+        }
+        let mask = 1 << (bit % 64);
+        let was = self.bits[word] & mask != 0;
+        self.bits[word] |= mask;
+        was
+    }
+}
+
 /// Shares the strings and endpoint metadata that repeat across a document
 /// (node names, zones): at 100,000 endpoints on a few dozen nodes this is
 /// most of an endpoint's size.
@@ -845,8 +918,7 @@ pub(crate) fn endpoint_slice(
             ),
         ));
     }
-    let mut ports = Vec::with_capacity(raw_ports.len());
-    let mut names = HashSet::new();
+    let mut ports: Vec<SlicePort> = Vec::with_capacity(raw_ports.len());
     for (i, p) in raw_ports.iter().enumerate() {
         let at = |f: &str| format!("ports[{i}].{f}");
         let pname = p.name.as_deref().unwrap_or("");
@@ -856,7 +928,7 @@ pub(crate) fn endpoint_slice(
                 format!("{pname:?} is not a valid port name: must be a DNS-1123 label"),
             ));
         }
-        if !names.insert(pname) {
+        if ports.iter().any(|q| &*q.name == pname) {
             return Err(inv(&at("name"), format!("duplicate value {pname:?}")));
         }
         let port = match p.port {
@@ -1029,6 +1101,77 @@ mod tests {
         assert!(!is_iana_svc_name("8080"));
         assert!(!is_iana_svc_name("a--b"));
         assert!(!is_iana_svc_name("averyverylongname"));
+    }
+
+    /// A NodePort Service `default/web` with `ports`, validated: its ports
+    /// as `name port/PROTO node`, or the error.
+    fn ports_of(ports: Vec<serde_json::Value>) -> Result<Vec<String>, String> {
+        let raw = k8s::decode(serde_json::json!({
+            "metadata": {"name": "web"},
+            "spec": {"type": "NodePort", "clusterIP": "10.96.0.10", "ports": ports},
+        }))
+        .unwrap();
+        let service = service(raw).map_err(|e| e.to_string())?;
+        Ok(service
+            .ports
+            .iter()
+            .map(|p| format!("{} {}/{} {:?}", p.name, p.port, p.protocol, p.node_port))
+            .collect())
+    }
+
+    /// Duplicates are found alike by the scan (few ports) and by the sets
+    /// (past `SCAN_PORTS`), and nothing else is taken for one: a port
+    /// number under two protocols, a nodePort equal to another's port.
+    #[test]
+    fn duplicate_ports_are_found_by_scan_and_by_sets() {
+        for n in [4, SCAN_PORTS + 8] {
+            let port = |i: usize| {
+                serde_json::json!({
+                    "name": format!("p{i}"),
+                    "port": 1000 + i / 2,
+                    "protocol": if i % 2 == 0 { "TCP" } else { "UDP" },
+                    "nodePort": 30000 + i,
+                })
+            };
+            let mut ports: Vec<_> = (0..n).map(port).collect();
+            ports[n - 1]["nodePort"] = serde_json::json!(1000);
+            assert_eq!(ports_of(ports.clone()).map(|p| p.len()), Ok(n), "{n}");
+            let last = n - 1;
+            let edits: [(&str, serde_json::Value, String); 4] = [
+                (
+                    "name",
+                    serde_json::json!("p0"),
+                    format!("spec.ports[{last}].name: duplicate value \"p0\""),
+                ),
+                (
+                    "port",
+                    serde_json::json!(1000 + (last - 2) / 2),
+                    format!(
+                        "spec.ports[{last}]: duplicate port {}/UDP",
+                        1000 + (last - 2) / 2
+                    ),
+                ),
+                (
+                    "nodePort",
+                    serde_json::json!(30001),
+                    format!("spec.ports[{last}].nodePort: duplicate value 30001/UDP"),
+                ),
+                (
+                    "protocol",
+                    serde_json::json!("TCP"),
+                    format!("spec.ports[{last}]: duplicate port {}/TCP", 1000 + last / 2),
+                ),
+            ];
+            for (field, value, message) in edits {
+                let mut ports = ports.clone();
+                ports[last][field] = value;
+                assert_eq!(
+                    ports_of(ports),
+                    Err(format!("Service default/web: {message}")),
+                    "{n} {field}"
+                );
+            }
+        }
     }
 }
 
