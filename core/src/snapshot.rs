@@ -1,7 +1,6 @@
 //! The immutable, versioned view every pick reads: per-service-port endpoint
 //! sets already filtered for this node, and the indexes that find them.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
@@ -814,32 +813,47 @@ pub(crate) fn build_service<'a>(
 /// 2.4: _ready_ endpoints; `publishNotReadyAddresses` makes every endpoint
 /// ready). An address in several slices is listed once; its first slice by
 /// name gives the hostname, unless only a later one has one.
+///
+/// Every ready copy is sorted by address as [`merge_copies`] sorts its
+/// copies (stably, so slice order stays among copies of one address), by
+/// the same function: one sort in the JavaScript package's module for both,
+/// and no map keyed by address.
 fn dns_endpoints<'a>(
     service: &Service,
     slices: impl Iterator<Item = &'a EndpointSlice>,
 ) -> Box<[DnsEndpoint]> {
-    let mut by_ip: BTreeMap<IpAddr, Option<&'a str>> = BTreeMap::new();
+    let mut copies: Vec<Merged<'a>> = Vec::new();
     for slice in slices {
         for ep in slice.endpoints() {
             if !(ep.ready() || service.publish_not_ready_addresses()) {
                 continue;
             }
-            let hostname = by_ip.entry(ep.address()).or_insert(None);
-            if hostname.is_none() {
-                *hostname = ep.hostname();
-            }
+            copies.push(Merged {
+                endpoint: Endpoint {
+                    ip: ep.address(),
+                    port: 0,
+                    flags: 0,
+                    weight: 0,
+                    meta: ep.meta.clone(),
+                },
+                zone_hints: &[],
+                node_hints: &[],
+            });
         }
     }
-    by_ip
-        .into_iter()
-        .map(|(ip, hostname)| DnsEndpoint {
+    sort_by_address(&mut copies);
+    let mut out: Vec<DnsEndpoint> = Vec::new();
+    for group in copies.chunk_by(|a, b| a.endpoint.ip == b.endpoint.ip) {
+        let ip = group[0].endpoint.ip;
+        out.push(DnsEndpoint {
             ip,
-            label: match hostname {
+            label: match group.iter().find_map(|m| m.endpoint.hostname()) {
                 Some(h) => Arc::from(h.to_ascii_lowercase()),
                 None => Arc::from(crate::dns::dashed(ip)),
             },
-        })
-        .collect()
+        });
+    }
+    out.into_boxed_slice()
 }
 
 /// A sort key ordering endpoints as `(IpAddr, u16)` orders them (IPv4
@@ -858,7 +872,7 @@ fn endpoint_order(ip: IpAddr, port: u16) -> (u8, u128, u16) {
 /// keeps it. A stable sort keeps slice order among copies (a map keyed by
 /// address cost a third of a 10,000-endpoint publish).
 fn merge_copies(mut copies: Vec<Merged<'_>>) -> Vec<Merged<'_>> {
-    copies.sort_by_key(|m| endpoint_order(m.endpoint.ip, m.endpoint.port));
+    sort_by_address(&mut copies);
     let rank = |m: &Merged<'_>| (!m.endpoint.is_terminating(), m.endpoint.is_local());
     let mut merged: Vec<Merged<'_>> = Vec::with_capacity(copies.len());
     for copy in copies {
@@ -872,6 +886,12 @@ fn merge_copies(mut copies: Vec<Merged<'_>>) -> Vec<Merged<'_>> {
         }
     }
     merged
+}
+
+/// Sorts copies by address and port, stably: the one sort of
+/// [`merge_copies`] and [`dns_endpoints`].
+fn sort_by_address(copies: &mut [Merged<'_>]) {
+    copies.sort_by_key(|m| endpoint_order(m.endpoint.ip, m.endpoint.port));
 }
 
 struct Merged<'a> {
@@ -1722,6 +1742,7 @@ fn port_list(entry: &ServiceEntry) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     /// The merge as a map keyed by address did it, before `merge_copies`:
     /// the reference the sort-and-merge must agree with.

@@ -717,3 +717,53 @@ fn env_vars_of_a_namespace_are_kubelets_selection() {
     assert_eq!(names("mine"), ["KUBERNETES_SERVICE_HOST=10.96.3.1"]);
     assert_eq!(names("empty"), ["KUBERNETES_SERVICE_HOST=10.96.0.1"]);
 }
+
+/// An address in several slices of a headless Service is listed once: the
+/// first slice by name that gives it a hostname names it, else its dashed
+/// address does.
+#[test]
+fn an_address_in_several_slices_is_listed_once() {
+    let ports = "[{name: pg, port: 5432, protocol: TCP}]";
+    let yaml = service("shop", "db", "{clusterIP: None, ports: [{name: pg, port: 5432}]}")
+        + &slice(
+            "shop",
+            "db-b",
+            "db",
+            "IPv4",
+            ports,
+            "[{addresses: [10.0.0.3]}, {addresses: [10.0.0.1], hostname: pet-b}, {addresses: [10.0.0.2], hostname: two-b}]",
+        )
+        + &slice(
+            "shop",
+            "db-a",
+            "db",
+            "IPv4",
+            ports,
+            "[{addresses: [10.0.0.2], hostname: two-a}, {addresses: [10.0.0.1]}, {addresses: [10.0.0.3]}]",
+        );
+    let snapshot = mesh(&yaml).snapshot();
+    let a = |ip: &str| format!("db.shop.svc.cluster.local.\t5\tIN\tA\t{ip}");
+    assert_eq!(
+        ask(&snapshot, "db.shop.svc.cluster.local", "A"),
+        (
+            Rcode::NoError,
+            vec![a("10.0.0.1"), a("10.0.0.2"), a("10.0.0.3")]
+        )
+    );
+    for (ptr, name) in [
+        ("1.0.0.10.in-addr.arpa", "pet-b"),
+        ("2.0.0.10.in-addr.arpa", "two-a"),
+        ("3.0.0.10.in-addr.arpa", "10-0-0-3"),
+    ] {
+        assert_eq!(
+            ask(&snapshot, ptr, "PTR"),
+            (
+                Rcode::NoError,
+                vec![format!(
+                    "{ptr}.\t5\tIN\tPTR\t{name}.db.shop.svc.cluster.local."
+                )]
+            ),
+            "{ptr}"
+        );
+    }
+}
