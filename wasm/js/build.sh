@@ -38,15 +38,18 @@ wasm-bindgen --target web --out-dir pkg/web "$module"
 for glue in pkg/node/pobox_wasm.js pkg/web/pobox_wasm.js; do
   cat src/fast.js >> "$glue"
 done
-# -Oz until nothing shrinks (--converge), with the features rustc enabled
-# (wasm-opt refuses them otherwise). --low-memory-unused lets constant
-# offsets fold into loads and stores: rustc lays the stack out first (the
-# low 1 MiB, growing down) and the data from 1 MiB up, so nothing lives in
-# the low 1 KiB. The producers and target-features sections are for tools,
-# not for running the module. Both targets get the same module; optimise it
-# once when it is identical.
+# -Oz; then the code flattened and its control flow rebuilt by binaryen's
+# relooper (--flatten --rereloop), which finds smaller structures than
+# rustc's for much of it (3.5 KB less); then -Oz until nothing shrinks
+# (--converge). The features are those rustc enabled (wasm-opt refuses
+# them otherwise). --low-memory-unused lets constant offsets fold into
+# loads and stores: rustc lays the stack out first (the low 1 MiB, growing
+# down) and the data from 1 MiB up, so nothing lives in the low 1 KiB. The
+# producers and target-features sections are for tools, not for running
+# the module. Both targets get the same module; optimise it once when it
+# is identical.
 wasm_opt() {
-  node_modules/.bin/wasm-opt -Oz --converge --low-memory-unused \
+  node_modules/.bin/wasm-opt -Oz --flatten --rereloop -Oz --converge --low-memory-unused \
     --strip-producers --strip-target-features \
     --enable-bulk-memory --enable-nontrapping-float-to-int \
     --enable-sign-ext --enable-reference-types --enable-multivalue "$1" -o "$1"
