@@ -697,14 +697,23 @@ impl Txn {
         let mut changes = Vec::new();
         let mut all_slots = Vec::new();
         let staged_slices = self.slices_by_service(store);
-        // The Services whose entries must be rebuilt, in a stable order.
-        let mut affected: Vec<&ServiceKey> =
-            self.services.keys().chain(staged_slices.keys()).collect();
-        // Equal keys are the same key: an unstable sort loses nothing.
+        // The Services whose entries must be rebuilt, in a stable order: by
+        // their `namespace/name` text, which orders as `ServiceKey` does (a
+        // namespace, always a DNS label here, has no '/'). Sorted as text, the
+        // one sort of strings in the JavaScript package's module (the DNS
+        // answers sort their labels so). Equal texts are the same key: an
+        // unstable sort loses nothing.
+        let mut affected: Vec<&str> = self
+            .services
+            .keys()
+            .chain(staged_slices.keys())
+            .map(ServiceKey::as_str)
+            .collect();
         affected.sort_unstable();
         affected.dedup();
-        for key in affected {
-            let key = key.clone();
+        for text in affected {
+            let (namespace, name) = text.split_once('/').expect("namespace/name");
+            let key = ServiceKey::new(namespace, name);
             let service = match self.services.get(&key) {
                 Some(staged) => staged.clone(),
                 None => store.services.get(&key).cloned(),
@@ -714,6 +723,8 @@ impl Txn {
                 all_slots.push((key, Vec::new()));
                 continue;
             };
+            // The Service's own key, equal to `key`: one string fewer held.
+            let key = service.key().clone();
             let slices = self.slices_of(store, &key, staged_slices.get(&key));
             let old_slots = store.slots.get(&key);
             let mut slots: PortSlots = Vec::new();
