@@ -445,11 +445,25 @@ endpoints:
 }
 
 #[test]
-fn replay_matches_its_golden_file_on_every_run() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/replay/rollout.jsonl");
-    let golden = include_str!("replay/rollout.out");
-    for _ in 0..2 {
-        assert_eq!(ok(pobox(&["replay", script, "--seed", "7"])), golden);
+fn replay_matches_its_golden_files_on_every_run() {
+    // rollout: a Maglev disruption preview, passive health, affinity
+    // timeout, seeded random, errors. policies: smooth weighted round
+    // robin with a drained endpoint, affinity dropped when its endpoint
+    // turns NotReady, the serving-terminating fallback, a ring's
+    // disruption, refused annotations.
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/replay");
+    for (name, golden) in [
+        ("rollout", include_str!("replay/rollout.out")),
+        ("policies", include_str!("replay/policies.out")),
+    ] {
+        let script = format!("{dir}/{name}.jsonl");
+        for _ in 0..2 {
+            assert_eq!(
+                ok(pobox(&["replay", &script, "--seed", "7"])),
+                golden,
+                "{name}"
+            );
+        }
     }
     // A script that is not JSON lines is an input error.
     let o = pobox_stdin(&["replay", "-"], b"{not json}\n");
