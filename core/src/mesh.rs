@@ -399,9 +399,9 @@ impl Mesh {
             });
         }
 
-        let (changes, slots) = txn.build(&store, &self.shared.config, &current);
+        let (changes, slots, slices) = txn.build(&store, &self.shared.config, &current);
         let next = current.with_services(changes)?;
-        txn.commit(&mut store, slots);
+        txn.commit(&mut store, slots, slices);
         let version = next.version();
         // The version first: a pick that reads it and misses its cache loads
         // the snapshot itself, so no pick can return an older version than
@@ -699,10 +699,21 @@ impl Txn {
     ) -> (
         Vec<(ServiceKey, Option<ServiceEntry>)>,
         Vec<(ServiceKey, PortSlots)>,
+        HashMap<ServiceKey, ByName>,
     ) {
         let mut changes = Vec::new();
         let mut all_slots = Vec::new();
-        let staged_slices = self.slices_by_service(store);
+        // The new slices of every Service a staged slice leaves or joins,
+        // merged once: the entries below are built from them, and `commit`
+        // keeps them.
+        let new_slices: HashMap<ServiceKey, ByName> = self
+            .slices_by_service(store)
+            .into_iter()
+            .map(|(owner, staged)| {
+                let slices = self.slices_of(store, &owner, &staged);
+                (owner, slices)
+            })
+            .collect();
         // The Services whose entries must be rebuilt, in a stable order: by
         // their `namespace/name` text, which orders as `ServiceKey` does (a
         // namespace, always a DNS label here, has no '/'). Sorted as text, the
@@ -712,7 +723,7 @@ impl Txn {
         let mut affected: Vec<&str> = self
             .services
             .keys()
-            .chain(staged_slices.keys())
+            .chain(new_slices.keys())
             .map(ServiceKey::as_str)
             .collect();
         affected.sort_unstable();
@@ -731,7 +742,10 @@ impl Txn {
             };
             // The Service's own key, equal to `key`: one string fewer held.
             let key = service.key().clone();
-            let slices = self.slices_of(store, &key, staged_slices.get(&key));
+            let slices = new_slices
+                .get(&key)
+                .or_else(|| store.by_service.get(&key))
+                .map_or(&[][..], Vec::as_slice);
             let old_slots = store.slots.get(&key);
             let mut slots: PortSlots = Vec::new();
             let mut slot_for = |p: &crate::model::ServicePort| {
@@ -753,22 +767,14 @@ impl Txn {
             changes.push((key.clone(), Some(entry)));
             all_slots.push((key, slots));
         }
-        (changes, all_slots)
+        (changes, all_slots, new_slices)
     }
 
     /// The slices of a Service once this transaction is committed, by name;
     /// `staged` are the staged slices that leave or join it (all in its
     /// namespace), merged with the ones it has by name.
-    fn slices_of(
-        &self,
-        store: &Store,
-        key: &ServiceKey,
-        staged: Option<&Vec<&SliceKey>>,
-    ) -> ByName {
+    fn slices_of(&self, store: &Store, key: &ServiceKey, staged: &[&SliceKey]) -> ByName {
         let old = store.by_service.get(key).map_or(&[][..], Vec::as_slice);
-        let Some(staged) = staged else {
-            return old.to_vec();
-        };
         // Their names, sorted by the one sort of strings (see `build`).
         let mut names: Vec<&str> = staged.iter().map(|k| &*k.1).collect();
         names.sort_unstable();
@@ -793,19 +799,16 @@ impl Txn {
         slices
     }
 
-    fn commit(self, store: &mut Store, slots: Vec<(ServiceKey, PortSlots)>) {
+    /// Makes the transaction the store's state; `slices` are the new
+    /// slices of the Services staged slices leave or join, from `build`.
+    fn commit(
+        self,
+        store: &mut Store,
+        slots: Vec<(ServiceKey, PortSlots)>,
+        slices: HashMap<ServiceKey, ByName>,
+    ) {
         store.endpoints = self.endpoints_after(store);
-        // Every Service a staged slice leaves or joins gets its new slices,
-        // read from the store as it was.
-        let by_service: Vec<(ServiceKey, ByName)> = self
-            .slices_by_service(store)
-            .into_iter()
-            .map(|(owner, staged)| {
-                let slices = self.slices_of(store, &owner, Some(&staged));
-                (owner, slices)
-            })
-            .collect();
-        for (owner, slices) in by_service {
+        for (owner, slices) in slices {
             if slices.is_empty() {
                 store.by_service.remove(&owner);
             } else {

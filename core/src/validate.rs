@@ -377,7 +377,7 @@ pub(crate) fn service(raw: k8s::Service) -> Result<Service, Error> {
             Some(v) => port_number(v).map_err(|m| inv(&at("port"), m))?,
         };
         let proto = protocol(p.protocol.as_deref()).map_err(|m| inv(&at("protocol"), m))?;
-        if used.port(&ports, port, proto) {
+        if used.port(&ports, port, proto, false) {
             return Err(inv(
                 &format!("spec.ports[{i}]"),
                 format!("duplicate port {port}/{proto}"),
@@ -430,7 +430,7 @@ pub(crate) fn service(raw: k8s::Service) -> Result<Service, Error> {
                     ));
                 }
                 let np = port_number(v).map_err(|m| inv(&at("nodePort"), m))?;
-                if used.node_port(&ports, np, proto) {
+                if used.port(&ports, np, proto, true) {
                     return Err(inv(
                         &at("nodePort"),
                         format!("duplicate value {np}/{proto}"),
@@ -788,27 +788,22 @@ impl UsedPorts {
         }
     }
 
-    /// Whether `port`/`protocol` is used by an earlier port; notes it.
-    fn port(&mut self, earlier: &[ServicePort], port: u16, protocol: Protocol) -> bool {
+    /// Whether `port`/`protocol` is used by an earlier port, as its port
+    /// or (`node_port`) as its node port; notes it.
+    fn port(
+        &mut self,
+        earlier: &[ServicePort],
+        port: u16,
+        protocol: Protocol,
+        node_port: bool,
+    ) -> bool {
         if self.sets {
-            self.bit(port, protocol, false)
-        } else {
-            earlier
-                .iter()
-                .any(|p| p.port == port && p.protocol == protocol)
+            return self.bit(port, protocol, node_port);
         }
-    }
-
-    /// Whether the node port `port`/`protocol` is used by an earlier port;
-    /// notes it.
-    fn node_port(&mut self, earlier: &[ServicePort], port: u16, protocol: Protocol) -> bool {
-        if self.sets {
-            self.bit(port, protocol, true)
-        } else {
-            earlier
-                .iter()
-                .any(|p| p.node_port == Some(port) && p.protocol == protocol)
-        }
+        earlier.iter().any(|p| {
+            let used = if node_port { p.node_port } else { Some(p.port) };
+            p.protocol == protocol && used == Some(port)
+        })
     }
 
     /// Sets the pair's bit; whether it was set.
