@@ -20,18 +20,20 @@
 //! CPU cache is) that readers search without locking, and a mutex that
 //! writers (a new binding, a removal, a resize) take.
 //!
-//! * A set is a line of tags (each way's key hash, 0 when empty) followed
+//! * A set is a line of tags (32 bits of each way's key hash, 0 when
+//!   empty) and stamps (each way's time of last pick, coarsely), followed
 //!   by one 64-byte line per way, which holds the whole key, the endpoint,
-//!   its position hint and the time of the last pick. A lookup reads the
-//!   tag line and the line of the way whose tag matches, and compares the
-//!   whole key: no two clients are ever confused.
+//!   its position hint and the exact time of the last pick. A lookup reads
+//!   the tag line and the line of the way whose tag matches, and compares
+//!   the whole key: no two clients are ever confused. Choosing a way to
+//!   evict reads the tag line alone.
 //! * Each way is a sequence lock: a writer makes its counter odd, writes
 //!   the words, and makes it even again; a reader reads the counter, the
 //!   words, then the counter again, and uses the words only if the counter
 //!   was even and unchanged. A reader that keeps meeting a writer looks
 //!   the key up under the shard's mutex instead.
-//! * A hit restarts the timer with a relaxed store of the time outside the
-//!   sequence lock (only when the time has changed). If a writer replaces
+//! * A hit restarts the timer with relaxed stores of the time and the stamp
+//!   outside the sequence lock (only when they have changed). If a writer replaces
 //!   the entry at that moment, the store lands on the new entry, which was
 //!   written at the same time: at worst its timer starts a few
 //!   microseconds later.
@@ -49,7 +51,9 @@
 //!   set is empty). A set that is full before the shard is (rare once the
 //!   table has grown, about one set in fifty at capacity) evicts its least
 //!   recently used entry too. The eviction is least-recently-used within a
-//!   set, as in CPU caches and Cilium's LRU maps, not across the table.
+//!   set, as in CPU caches and Cilium's LRU maps, not across the table,
+//!   and to the stamps' resolution (4.2 ms): among ways picked within one
+//!   stamp, the first goes.
 //!
 //! The capacity is divided among the shards exactly (their capacities sum
 //! to it, and a capacity below the shard count makes as many shards as
@@ -58,11 +62,11 @@
 //! entries survive snapshot updates.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use crate::hash::FoldHasher;
+use crate::hash::fold;
 
 /// The number of affinity entries a mesh keeps by default.
 pub const DEFAULT_AFFINITY_CAPACITY: usize = 262_144;
@@ -240,34 +244,51 @@ const ENDPOINT_V6: u64 = 1 << 9;
 /// address family.
 const KEY_META: u64 = 0x1FF;
 
-/// A key as stored, and its hash.
+/// A key as stored, and its hash: made once per pick, for the lookup and,
+/// on a miss, the insert.
 #[derive(Clone, Copy)]
-struct Probe {
+pub(crate) struct Probe {
     client: [u64; 2],
     slot: u64,
     /// The lane and [`CLIENT_V6`]: [`KEY_META`] of a way's `meta`.
     meta: u64,
-    /// Never 0 (an empty way's tag).
+    /// Picks the shard (high half) and the set (low half).
     hash: u64,
+    /// The way's tag in its set: 32 bits of the hash, never 0 (an empty
+    /// way's tag).
+    tag: u32,
 }
 
+const SEED_A: u64 = 0x243F_6A88_85A3_08D3;
+const SEED_B: u64 = 0x1319_8A2E_0370_7344;
+const MULTIPLY: u64 = 0x9E37_79B9_7F4A_7C15;
+
 impl Probe {
+    /// Two folded multiplies: the client's two words against each other
+    /// (foldhash's step for 16 bytes), then the slot against the lane and
+    /// family. Four one-word steps took twice the latency, on the path of
+    /// every affinity pick.
     #[inline]
-    fn new(key: &Key) -> Probe {
-        use std::hash::Hasher;
+    pub(crate) fn new(key: &Key) -> Probe {
         let (client, v6) = ip_words(key.client);
         let slot = (u64::from(key.slot.0) << 32) | u64::from(key.slot.1);
         let meta = u64::from(key.lane) | if v6 { CLIENT_V6 } else { 0 };
-        let mut h = FoldHasher::default();
-        h.write_u64(client[0]);
-        h.write_u64(client[1]);
-        h.write_u64(slot);
-        h.write_u64(meta);
+        Probe::of(client, slot, meta)
+    }
+
+    /// The probe of a key as stored.
+    #[inline(always)]
+    fn of(client: [u64; 2], slot: u64, meta: u64) -> Probe {
+        let hash = fold(
+            fold(client[0] ^ SEED_A, client[1] ^ SEED_B) ^ slot,
+            MULTIPLY ^ meta,
+        );
         Probe {
             client,
             slot,
             meta,
-            hash: h.finish() | 1,
+            hash,
+            tag: (hash as u32 ^ (hash >> 32) as u32) | 1,
         }
     }
 }
@@ -298,6 +319,11 @@ impl Entry {
                 | u64::from(bound.position) << 32,
             last: now,
         }
+    }
+
+    /// The probe of the entry's key.
+    fn probe(&self) -> Probe {
+        Probe::of(self.client, self.slot, self.meta & KEY_META)
     }
 
     #[inline]
@@ -390,20 +416,50 @@ impl Way {
     }
 }
 
+/// A set's times of last pick are kept in its tag line too, in units of
+/// 2^22 ns (4.2 ms, the coarse clock's tick), so that choosing the least
+/// recently used way reads one line, not every way's.
+#[inline]
+fn stamp(now: u64) -> u32 {
+    (now >> 22) as u32
+}
+
+/// How long before `now` a way's stamp was, in stamp units. The stamps
+/// wrap after 208 days: one from the future (another thread's clock read
+/// an instant later) counts as now, and one more than 104 days old as
+/// recent, which only makes its eviction wait (its timeout is checked on
+/// the way's exact time).
+#[inline]
+fn age(now: u32, stamp: u32) -> u32 {
+    (now.wrapping_sub(stamp) as i32).max(0) as u32
+}
+
 #[repr(C, align(64))]
 #[derive(Default)]
 struct Set {
-    /// Each way's key hash ([`Probe::hash`]), 0 for an empty way: a filter,
-    /// the way's key is the truth.
-    tags: [AtomicU64; WAYS],
+    /// Each way's tag ([`Probe::tag`]), 0 for an empty way: a filter, the
+    /// way's key is the truth.
+    tags: [AtomicU32; WAYS],
+    /// Each way's [`stamp`] of its last pick: the order of eviction.
+    stamps: [AtomicU32; WAYS],
     ways: [Way; WAYS],
+}
+
+/// What a writer's look at a set found (see [`Set::scan`]).
+struct Scan {
+    /// The way holding the key.
+    found: Option<usize>,
+    /// The first empty way.
+    empty: Option<usize>,
+    /// The least recently used way in use.
+    oldest: Option<usize>,
 }
 
 impl Set {
     /// The way holding `probe`'s key, read by a writer.
     fn find_locked(&self, probe: &Probe) -> Option<(usize, Entry)> {
         (0..WAYS).find_map(|i| {
-            if self.tags[i].load(Ordering::Relaxed) != probe.hash {
+            if self.tags[i].load(Ordering::Relaxed) != probe.tag {
                 return None;
             }
             let entry = self.ways[i].read_locked();
@@ -411,22 +467,47 @@ impl Set {
         })
     }
 
-    fn empty_way(&self) -> Option<usize> {
-        (0..WAYS).find(|&i| self.tags[i].load(Ordering::Relaxed) == 0)
+    /// One pass over the tag line, by a writer: the way holding `probe`'s
+    /// key, the first empty way and the least recently used one at `now`
+    /// (a [`stamp`]).
+    fn scan(&self, probe: &Probe, now: u32) -> Scan {
+        let mut scan = Scan {
+            found: None,
+            empty: None,
+            oldest: None,
+        };
+        let mut oldest_age = 0;
+        for i in 0..WAYS {
+            let tag = self.tags[i].load(Ordering::Relaxed);
+            if tag == 0 {
+                scan.empty = scan.empty.or(Some(i));
+                continue;
+            }
+            if tag == probe.tag && self.ways[i].read_locked().is(probe) {
+                scan.found = Some(i);
+                return scan;
+            }
+            let age = age(now, self.stamps[i].load(Ordering::Relaxed));
+            if scan.oldest.is_none() || age > oldest_age {
+                (scan.oldest, oldest_age) = (Some(i), age);
+            }
+        }
+        scan
     }
 
-    /// The way with the oldest time, if any is in use.
-    fn least_recent(&self) -> Option<usize> {
+    /// The least recently used way at `now` (a [`stamp`]), if any is in use.
+    fn least_recent(&self, now: u32) -> Option<usize> {
         (0..WAYS)
             .filter(|&i| self.tags[i].load(Ordering::Relaxed) != 0)
-            .min_by_key(|&i| self.ways[i].words[Way::LAST].load(Ordering::Relaxed))
+            .max_by_key(|&i| (age(now, self.stamps[i].load(Ordering::Relaxed)), WAYS - i))
     }
 
     /// Writes `entry` to way `i`. A reader that meets the old tag reads
     /// the old entry or the new one whole, and compares its key.
-    fn put(&self, i: usize, hash: u64, entry: &Entry) {
+    fn put(&self, i: usize, tag: u32, entry: &Entry) {
         self.ways[i].write(entry.words());
-        self.tags[i].store(hash, Ordering::Release);
+        self.stamps[i].store(stamp(entry.last), Ordering::Relaxed);
+        self.tags[i].store(tag, Ordering::Release);
     }
 
     fn clear(&self, i: usize) {
@@ -504,20 +585,20 @@ impl Shard {
         let next: Box<[Set]> = (0..sets).map(|_| Set::default()).collect();
         for set in old {
             for i in 0..WAYS {
-                let hash = set.tags[i].load(Ordering::Relaxed);
-                if hash == 0 {
+                if set.tags[i].load(Ordering::Relaxed) == 0 {
                     continue;
                 }
                 let entry = set.ways[i].read_locked();
-                let to = set_of(&next, hash);
-                match to.empty_way() {
-                    Some(j) => to.put(j, hash, &entry),
+                let probe = entry.probe();
+                let to = set_of(&next, probe.hash);
+                match to.scan(&probe, stamp(entry.last)) {
+                    Scan { empty: Some(j), .. } => to.put(j, probe.tag, &entry),
                     // More of the old entries in one set of the new table
                     // than it has ways: the least recent goes.
-                    None => {
-                        let j = to.least_recent().expect("a full set");
+                    Scan { oldest, .. } => {
+                        let j = oldest.expect("a full set");
                         if to.ways[j].words[Way::LAST].load(Ordering::Relaxed) < entry.last {
-                            to.put(j, hash, &entry);
+                            to.put(j, probe.tag, &entry);
                         }
                         w.len -= 1;
                     }
@@ -539,14 +620,15 @@ impl Shard {
                 continue;
             };
             let set = set_of(table, probe.hash);
-            if let Some((i, _)) = set.find_locked(probe) {
-                set.put(i, probe.hash, &entry);
+            let scan = set.scan(probe, stamp(now));
+            if let Some(i) = scan.found {
+                set.put(i, probe.tag, &entry);
                 return;
             }
             let at_capacity = w.len >= w.capacity;
-            match (set.empty_way(), at_capacity) {
+            match (scan.empty, at_capacity) {
                 (Some(i), false) => {
-                    set.put(i, probe.hash, &entry);
+                    set.put(i, probe.tag, &entry);
                     w.len += 1;
                     return;
                 }
@@ -555,8 +637,8 @@ impl Shard {
                 }
                 // A full set, at capacity or not: its least recent goes.
                 (None, _) => {
-                    let i = set.least_recent().expect("a full set");
-                    set.put(i, probe.hash, &entry);
+                    let i = scan.oldest.expect("a full set");
+                    set.put(i, probe.tag, &entry);
                     return;
                 }
                 // At capacity with room in this set: the least recent of
@@ -564,21 +646,33 @@ impl Shard {
                 // search has just read), or of the next set that has
                 // entries.
                 (Some(i), true) => {
-                    if let Some(j) = set.least_recent() {
-                        set.put(j, probe.hash, &entry);
+                    if let Some(j) = scan.oldest {
+                        set.put(j, probe.tag, &entry);
                         return;
                     }
                     let start = set_index(table.len(), probe.hash);
                     let (victim, j) = (1..table.len())
                         .map(|k| &table[(start + k) % table.len()])
-                        .find_map(|s| s.least_recent().map(|j| (s, j)))
+                        .find_map(|s| s.least_recent(stamp(now)).map(|j| (s, j)))
                         .expect("at capacity, so an entry somewhere");
                     victim.clear(j);
-                    set.put(i, probe.hash, &entry);
+                    set.put(i, probe.tag, &entry);
                     return;
                 }
             }
         }
+    }
+
+    /// The set, way and entry of `probe`'s key, looked up under the lock:
+    /// for a reader that kept meeting a writer, which waits for it (what
+    /// the writer leaves is the answer).
+    #[cold]
+    #[inline(never)]
+    fn find_waiting(&self, probe: &Probe) -> Option<(&Set, usize, Entry)> {
+        let _w = self.lock();
+        let set = set_of(self.table()?, probe.hash);
+        let (way, entry) = set.find_locked(probe)?;
+        Some((set, way, entry))
     }
 
     /// Removes the entry `seen` if it is still there as it was seen.
@@ -662,7 +756,7 @@ impl Affinity {
     fn lookup(set: &Set, probe: &Probe) -> Lookup {
         let mut busy = false;
         for i in 0..WAYS {
-            if set.tags[i].load(Ordering::Acquire) != probe.hash {
+            if set.tags[i].load(Ordering::Acquire) != probe.tag {
                 continue;
             }
             let read = (0..READ_TRIES).find_map(|_| {
@@ -685,32 +779,25 @@ impl Affinity {
         }
     }
 
-    /// What `pickable` makes of the endpoint this client is bound to, if the
-    /// binding is fresh at `now` (younger than `timeout`, both in the
-    /// clock's nanoseconds) and `pickable` accepts its endpoint (returns
+    /// What `pickable` makes of the endpoint the probe's client is bound
+    /// to, if the binding is fresh at `now` (younger than `timeout`, both in
+    /// the clock's nanoseconds) and `pickable` accepts its endpoint (returns
     /// `Some`); a stale or unpickable binding is dropped. A hit restarts the
     /// timer.
     #[inline]
     pub(crate) fn get<T>(
         &self,
-        key: &Key,
+        probe: &Probe,
         timeout: u64,
         now: u64,
         pickable: impl FnOnce(Bound) -> Option<T>,
     ) -> Option<T> {
-        let probe = Probe::new(key);
-        let shard = self.shard(&probe);
+        let shard = self.shard(probe);
         let set = set_of(shard.table()?, probe.hash);
-        let (set, way, entry) = match Self::lookup(set, &probe) {
+        let (set, way, entry) = match Self::lookup(set, probe) {
             Lookup::Found(way, entry) => (set, way, entry),
             Lookup::Absent => return None,
-            Lookup::Busy => {
-                // Wait for the writer; what it leaves is the answer.
-                let _w = shard.lock();
-                let set = set_of(shard.table()?, probe.hash);
-                let (way, entry) = set.find_locked(&probe)?;
-                (set, way, entry)
-            }
+            Lookup::Busy => shard.find_waiting(probe)?,
         };
         let found = if now.saturating_sub(entry.last) >= timeout {
             None
@@ -718,17 +805,20 @@ impl Affinity {
             pickable(entry.bound())
         };
         if found.is_none() {
-            shard.remove(&probe, &entry);
+            shard.remove(probe, &entry);
         } else if entry.last != now {
             set.ways[way].words[Way::LAST].store(now, Ordering::Relaxed);
+            let stamp = stamp(now);
+            if set.stamps[way].load(Ordering::Relaxed) != stamp {
+                set.stamps[way].store(stamp, Ordering::Relaxed);
+            }
         }
         found
     }
 
-    /// Binds the client to `endpoint` from `now`.
-    pub(crate) fn insert(&self, key: Key, endpoint: Bound, now: u64) {
-        let probe = Probe::new(&key);
-        self.shard(&probe).insert(&probe, endpoint, now);
+    /// Binds the probe's client to `endpoint` from `now`.
+    pub(crate) fn insert(&self, probe: &Probe, endpoint: Bound, now: u64) {
+        self.shard(probe).insert(probe, endpoint, now);
     }
 
     /// The number of entries (fresh or not yet found stale).
@@ -767,27 +857,31 @@ mod tests {
     }
 
     fn bound_to(a: &Affinity, k: &Key) -> Option<Bound> {
-        a.get(k, nanos(secs(1000)), a.now(), Some)
+        a.get(&Probe::new(k), nanos(secs(1000)), a.now(), Some)
+    }
+
+    fn bind(a: &Affinity, k: Key, b: Bound, now: u64) {
+        a.insert(&Probe::new(&k), b, now);
     }
 
     #[test]
     fn lru_evicts_the_least_recently_used() {
         let (a, clock) = one_shard(3);
         for n in 1..=3 {
-            a.insert(key(n), ep(n), a.now());
+            bind(&a, key(n), ep(n), a.now());
             clock.advance(secs(1));
         }
         // A hit on 1 makes it the most recent, so 2 is the least.
         assert_eq!(bound_to(&a, &key(1)), Some(ep(1)));
         clock.advance(secs(1));
-        a.insert(key(4), ep(4), a.now());
+        bind(&a, key(4), ep(4), a.now());
         assert_eq!(a.len(), 3);
         assert_eq!(bound_to(&a, &key(2)), None, "evicted");
         for n in [1, 3, 4] {
             assert_eq!(bound_to(&a, &key(n)), Some(ep(n)));
         }
         // Rebinding a bound client replaces its entry.
-        a.insert(key(3), ep(9), a.now());
+        bind(&a, key(3), ep(9), a.now());
         assert_eq!(a.len(), 3);
         assert_eq!(bound_to(&a, &key(3)), Some(ep(9)));
     }
@@ -820,7 +914,7 @@ mod tests {
                 addr: endpoints[n % 4],
                 position: (n as u32).wrapping_mul(0x9E37_79B9),
             };
-            a.insert(*k, bound, a.now());
+            bind(&a, *k, bound, a.now());
         }
         assert_eq!(a.len(), keys.len(), "distinct keys, distinct entries");
         for (n, k) in keys.iter().enumerate() {
@@ -844,7 +938,7 @@ mod tests {
             })
             .collect();
         for (n, &k) in keys.iter().enumerate() {
-            a.insert(k, ep(n as u8), a.now());
+            bind(&a, k, ep(n as u8), a.now());
         }
         assert_eq!(a.len(), keys.len());
         assert!(a.shards[0].table().unwrap().len() > 1, "it grew");
@@ -873,7 +967,7 @@ mod tests {
             .chain(in_set(1).take(4))
             .collect();
         for &k in &clients {
-            a.insert(k, ep(1), a.now());
+            bind(&a, k, ep(1), a.now());
             clock.advance(secs(1));
         }
         assert_eq!(a.len(), 16);
@@ -888,7 +982,7 @@ mod tests {
         };
         assert_eq!((0..4).map(occupied).collect::<Vec<_>>(), [0, 4, 6, 6]);
         let newcomer = in_set(0).next().unwrap();
-        a.insert(newcomer, ep(2), a.now());
+        bind(&a, newcomer, ep(2), a.now());
         assert_eq!(a.len(), 16, "never over the capacity");
         assert_eq!((0..4).map(occupied).collect::<Vec<_>>(), [1, 3, 6, 6]);
         // Set 1's least recent was the first of its four.
@@ -902,7 +996,7 @@ mod tests {
     #[test]
     fn a_reader_that_meets_a_writer_asks_under_the_lock() {
         let (a, _) = one_shard(8);
-        a.insert(key(1), ep(1), a.now());
+        bind(&a, key(1), ep(1), a.now());
         let probe = Probe::new(&key(1));
         let set = set_of(a.shards[0].table().unwrap(), probe.hash);
         let (way, _) = set.find_locked(&probe).unwrap();
@@ -931,14 +1025,14 @@ mod tests {
             client: IpAddr::from([10, 0, 0, client as u8]),
         };
         for c in 0..64 {
-            a.insert(k(c), bound(c, 0), a.now());
+            bind(&a, k(c), bound(c, 0), a.now());
         }
         let done = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|s| {
             s.spawn(|| {
                 for round in 1..200_000u32 {
                     let c = round % 64;
-                    a.insert(k(c), bound(c, round), a.now());
+                    bind(&a, k(c), bound(c, round), a.now());
                 }
                 done.store(true, Ordering::Release);
             });
@@ -1004,7 +1098,7 @@ mod tests {
                     lane: 0,
                     client: IpAddr::from(n.to_be_bytes()),
                 };
-                a.insert(key, ep(1), 0);
+                bind(&a, key, ep(1), 0);
                 assert!(
                     a.len() <= capacity,
                     "{} entries, capacity {capacity}",
@@ -1016,22 +1110,53 @@ mod tests {
     }
 
     #[test]
+    fn stamps_order_ways_across_the_wrap() {
+        let unit = 1u64 << 22;
+        assert_eq!(stamp(3 * unit + unit / 2), 3);
+        assert_eq!(age(5, 3), 2);
+        // Another thread's stamp an instant later than this thread's clock
+        // read counts as now, not as the oldest.
+        assert_eq!(age(3, 4), 0);
+        // Across the wrap of the 32-bit stamps.
+        assert_eq!(age(1, u32::MAX), 2);
+        // The least recent way of a set, by stamps alone, across the wrap;
+        // empty ways never.
+        let set = Set::default();
+        for (i, stamp) in [(0, u32::MAX - 1), (1, 2), (3, u32::MAX)] {
+            set.tags[i].store(1, Ordering::Relaxed);
+            set.stamps[i].store(stamp, Ordering::Relaxed);
+        }
+        assert_eq!(set.least_recent(3), Some(0));
+        set.stamps[0].store(3, Ordering::Relaxed);
+        assert_eq!(set.least_recent(3), Some(3));
+        assert_eq!(Set::default().least_recent(3), None);
+    }
+
+    #[test]
     fn timeout_and_pickability() {
         let clock = Arc::new(ManualClock::new());
         let a = Affinity::new(100, clock.clone());
         let t = nanos(Duration::from_secs(10));
-        a.insert(key(1), ep(1), a.now());
+        bind(&a, key(1), ep(1), a.now());
         clock.advance(Duration::from_secs(9));
-        assert_eq!(a.get(&key(1), t, a.now(), Some), Some(ep(1)));
+        assert_eq!(a.get(&Probe::new(&key(1)), t, a.now(), Some), Some(ep(1)));
         // The hit restarted the timer: 9 s later it still holds.
         clock.advance(Duration::from_secs(9));
-        assert_eq!(a.get(&key(1), t, a.now(), Some), Some(ep(1)));
+        assert_eq!(a.get(&Probe::new(&key(1)), t, a.now(), Some), Some(ep(1)));
         clock.advance(Duration::from_secs(10));
-        assert_eq!(a.get(&key(1), t, a.now(), Some), None, "expired");
+        assert_eq!(
+            a.get(&Probe::new(&key(1)), t, a.now(), Some),
+            None,
+            "expired"
+        );
         assert_eq!(a.len(), 0, "and dropped");
-        a.insert(key(2), ep(2), a.now());
+        bind(&a, key(2), ep(2), a.now());
         let unpickable = |e: Bound| (e != ep(2)).then_some(e);
-        assert_eq!(a.get(&key(2), t, a.now(), unpickable), None, "unpickable");
+        assert_eq!(
+            a.get(&Probe::new(&key(2)), t, a.now(), unpickable),
+            None,
+            "unpickable"
+        );
         assert_eq!(a.len(), 0);
     }
 }

@@ -11,8 +11,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 const K: u64 = 0x9E37_79B9_7F4A_7C15;
 const SEED: u64 = 0x243F_6A88_85A3_08D3;
 
+/// The high and low halves of the 128-bit product, xored: a folded multiply.
 #[inline(always)]
-fn fold(a: u64, b: u64) -> u64 {
+pub(crate) fn fold(a: u64, b: u64) -> u64 {
     let p = (a as u128).wrapping_mul(b as u128);
     (p as u64) ^ ((p >> 64) as u64)
 }

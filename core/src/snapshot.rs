@@ -237,9 +237,10 @@ impl PortEntry {
     ///
     /// An endpoint that outlier detection has ejected is no member either,
     /// unless too few are healthy for ejections to count (the panic
-    /// threshold), as for a pick by policy.
+    /// threshold), as for a pick by policy. `now` is in the clock's
+    /// nanoseconds, as the affinity table keeps time.
     #[inline]
-    fn bound_member(&self, set: usize, bound: affinity::Bound, now: Duration) -> Option<&Endpoint> {
+    fn bound_member(&self, set: usize, bound: affinity::Bound, now: u64) -> Option<&Endpoint> {
         let at = bound.position as usize;
         let endpoint = match self.endpoints.get(at) {
             Some(e) if e.port == bound.addr.port() && e.ip == bound.addr.ip() => {
@@ -254,7 +255,8 @@ impl PortEntry {
     }
 
     #[inline(never)]
-    fn bound_ejected(&self, set: usize, endpoint: &Endpoint, now: Duration) -> bool {
+    fn bound_ejected(&self, set: usize, endpoint: &Endpoint, now: u64) -> bool {
+        let now = Duration::from_nanos(now);
         self.is_ejected(self.position_of(endpoint), now) && !self.panicking(self.members(set), now)
     }
 
@@ -1279,16 +1281,16 @@ fn pick_with_affinity<'p>(
     client: &Client<'_>,
     cursors: &mut Cursors,
 ) -> Option<&'p Endpoint> {
-    let key = affinity::Key {
+    let probe = affinity::Probe::new(&affinity::Key {
         slot: port.slot.identity(),
         lane: set as u8,
         client: ip,
-    };
-    // One clock read for the lookup and, on a miss, the insert; one search
-    // for the bound endpoint, whose result is the answer.
+    });
+    // One hash and one clock read for the lookup and, on a miss, the
+    // insert; one search for the bound endpoint, whose result is the answer.
     let now = affinity.now();
-    if let Some(endpoint) = affinity.get(&key, timeout.get(), now, |b| {
-        port.bound_member(set, b, Duration::from_nanos(now))
+    if let Some(endpoint) = affinity.get(&probe, timeout.get(), now, |b| {
+        port.bound_member(set, b, now)
     }) {
         return Some(endpoint);
     }
@@ -1298,7 +1300,7 @@ fn pick_with_affinity<'p>(
         addr: endpoint.addr(),
         position: at as u32,
     };
-    affinity.insert(key, bound, now);
+    affinity.insert(&probe, bound, now);
     Some(endpoint)
 }
 
