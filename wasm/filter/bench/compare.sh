@@ -15,6 +15,8 @@
 #            round-robin Service, writing a fixed endpoint (floor.rs, "headers") -> ORIGINAL_DST
 #   pobox    the filter (Host: web) -> ORIGINAL_DST cluster
 #   timed    the same with "timing": true, for the in-VM cost per request
+#   ftimed   the "headers" floor, timed the same way (floor.rs,
+#            "timed-headers"): the in-VM cost of its host calls alone
 # The backends are a second Envoy answering with direct_response on
 # 127.0.0.11-13, so that the backends are not the bottleneck. Rounds
 # alternate the listeners; the medians are reported with the load average.
@@ -43,7 +45,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 backend_port="$(free_port)"
 plain="$(free_port)"; pobox="$(free_port)"; timed="$(free_port)"; admin="$(free_port)"; badmin="$(free_port)"
-empty="$(free_port)"; odst="$(free_port)"; headers="$(free_port)"
+empty="$(free_port)"; odst="$(free_port)"; headers="$(free_port)"; ftimed="$(free_port)"
 
 backend_listener() { # name ip
   cat <<JSON
@@ -109,7 +111,8 @@ cat > "$tmp/envoy.json" <<JSON
                 $(listener timed "$timed" original_dst "$(wasm_filter true)"),
                 $(listener empty "$empty" backends "$(floor_filter empty)"),
                 $(listener odst "$odst" original_dst ""),
-                $(listener headers "$headers" original_dst "$(floor_filter "headers 127.0.0.11:$backend_port")")],
+                $(listener headers "$headers" original_dst "$(floor_filter "headers 127.0.0.11:$backend_port")"),
+                $(listener ftimed "$ftimed" original_dst "$(floor_filter "timed-headers 127.0.0.11:$backend_port")")],
   "clusters": [
    {"name": "backends", "type": "STATIC", "lb_policy": "ROUND_ROBIN", "connect_timeout": "1s",
     "load_assignment": {"cluster_name": "backends", "endpoints": [{"lb_endpoints": [
@@ -128,7 +131,7 @@ for _ in $(seq 1 120); do
   sleep 0.5
 done
 odst_header="x-envoy-original-dst-host: 127.0.0.11:$backend_port"
-for port in "$plain" "$pobox" "$timed" "$empty" "$headers" "$odst"; do
+for port in "$plain" "$pobox" "$timed" "$empty" "$headers" "$odst" "$ftimed"; do
   curl -sf -H 'Host: web' -H "$odst_header" "127.0.0.1:$port/" >/dev/null || { cat "$tmp/envoy.log" >&2; exit 1; }
 done
 
@@ -149,22 +152,35 @@ for r in $(seq 1 "$rounds"); do
     run "${port_of[$name]}" | tee -a "$tmp/$name" | sed "s/^/  round $r $name: /"
   done
 done
-# In-VM cost of the filter per request (host calls and pick), from its own
-# counters: a short run on the timed listener.
-wrk -t1 -c4 -d2s -H 'Host: web' "http://127.0.0.1:$timed/" >/dev/null
-stats="$(curl -s "127.0.0.1:$admin/stats?filter=pobox")"
-route_ns="$(echo "$stats" | sed -n 's/.*pobox\.route_ns: //p' | head -n 1)"
-routes="$(echo "$stats" | sed -n 's/.*pobox\.routes: //p' | head -n 1)"
+# In-VM cost per request, from the filters' own counters: the pobox filter
+# (host calls and pick) and the floor making the same host calls, in
+# alternating 2-second runs; the medians of each run's nanoseconds a request.
+counter() { # name -> value
+  curl -s "127.0.0.1:$admin/stats?filter=$1" | sed -n "s/.*$1: //p" | head -n 1
+}
+: >"$tmp/vm.pobox"; : >"$tmp/vm.floor"
+for _ in 1 2 3; do
+  for side in pobox floor; do
+    if [ "$side" = pobox ]; then port=$timed; else port=$ftimed; fi
+    ns0="$(counter "$side.route_ns")"; n0="$(counter "$side.routes")"
+    wrk -t1 -c4 -d2s -H 'Host: web' "http://127.0.0.1:$port/" >/dev/null
+    ns1="$(counter "$side.route_ns")"; n1="$(counter "$side.routes")"
+    python3 -c "import sys; a=[float(x or 0) for x in sys.argv[1:]]; print(f'{(a[1]-a[0])/max(a[3]-a[2],1):.0f} {a[3]-a[2]:.0f}')" \
+      "$ns0" "$ns1" "$n0" "$n1" >>"$tmp/vm.$side"
+  done
+done
+vm_pobox="$(cut -d' ' -f1 "$tmp/vm.pobox" | median)"; vm_floor="$(cut -d' ' -f1 "$tmp/vm.floor" | median)"
+vm_runs="$(paste -d' ' "$tmp/vm.pobox" "$tmp/vm.floor" | awk '{printf "%s/%s ", $1, $3}')"
 
 for name in "${listeners[@]}"; do
   for col in 1 2 3; do cut -d' ' -f"$col" "$tmp/$name" | median > "$tmp/$name.$col"; done
   echo "$name $(cat "$tmp/$name.1") $(cat "$tmp/$name.2") $(cat "$tmp/$name.3")"
 done >"$tmp/medians"
-python3 - "$tmp/medians" "${route_ns:-0}" "${routes:-0}" <<'PY'
+python3 - "$tmp/medians" "$vm_pobox" "$vm_floor" "$vm_runs" <<'PY'
 import sys
 rows = [line.split() for line in open(sys.argv[1])]
 med = {r[0]: tuple(map(float, r[1:])) for r in rows}
-ns, n = float(sys.argv[2]), float(sys.argv[3])
+vm_pobox, vm_floor, vm_runs = float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 p_rps, p_avg, p_99 = med["plain"]
 print("medians      requests/s  vs plain  latency avg (vs plain)  p99 (vs plain)")
 for name, (rps, avg, p99) in med.items():
@@ -174,8 +190,8 @@ print(f"throughput cost of the pobox filter: {100 * (1 - f / p_rps):.1f}% "
       f"(V8 and proxy-wasm alone, empty filter: {100 * (1 - e / p_rps):.1f}%; "
       f"the header host calls and ORIGINAL_DST: {100 * (1 - h / p_rps):.1f}%; "
       f"pobox over that floor: {100 * (1 - f / h):.1f}%)")
-if n:
-    print(f"in the VM: {ns / n / 1000:.2f} us per request (on_http_request_headers, round robin: "
-          f":authority, pick, header write; {n:.0f} requests)")
+print(f"in the VM, a request's on_http_request_headers (medians of 3 runs each): pobox {vm_pobox / 1000:.2f} us "
+      f"(:authority, pick, header write), the floor's same host calls {vm_floor / 1000:.2f} us, "
+      f"pobox over them {(vm_pobox - vm_floor) / 1000:.2f} us; runs in ns, pobox/floor: {vm_runs}")
 PY
 echo "load after: $(uptime | sed 's/.*load average: //')"
