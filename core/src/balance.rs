@@ -88,10 +88,10 @@ impl Slot {
     #[inline]
     pub(crate) fn next(&self, cursors: &mut Cursors, lane: usize, len: usize) -> usize {
         let i = self.id as usize * LANES + lane;
-        if i >= cursors.0.len() {
+        if i >= cursors.slots.len() {
             cursors.grow(i);
         }
-        let c = &mut cursors.0[i];
+        let c = &mut cursors.slots[i];
         if c.generation != self.generation {
             *c = Cursor {
                 generation: self.generation,
@@ -143,9 +143,15 @@ struct Cursor {
     position: u32,
 }
 
-/// One thread's round-robin positions, by slot id and lane.
+/// One thread's round-robin positions, by slot id and lane, and its
+/// random generator (for `random` and `least-request`): both reached with
+/// the pick's one thread-local access.
 #[derive(Default)]
-pub(crate) struct Cursors(Vec<Cursor>);
+pub(crate) struct Cursors {
+    slots: Vec<Cursor>,
+    /// xorshift state; 0 until first use (see [`Cursors::next_random`]).
+    rng: u64,
+}
 
 impl Cursors {
     /// Makes room for cursor `i`: once per thread and slot id, so out of
@@ -153,7 +159,33 @@ impl Cursors {
     #[cold]
     #[inline(never)]
     fn grow(&mut self, i: usize) {
-        self.0.resize(i + 1, Cursor::default());
+        self.slots.resize(i + 1, Cursor::default());
+    }
+
+    /// The next value of this thread's xorshift generator, seeded from the
+    /// address of its state on first use (distinct between threads).
+    #[inline(always)]
+    pub(crate) fn next_random(&mut self) -> u64 {
+        let mut x = self.rng;
+        if x == 0 {
+            x = self.first_seed();
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn first_seed(&self) -> u64 {
+        crate::policy::stable_hash(&(&self.rng as *const u64 as usize).to_le_bytes(), 7) | 1
+    }
+
+    /// Sets the generator's state (0: seed afresh on next use).
+    pub(crate) fn reseed(&mut self, state: u64) {
+        self.rng = state;
     }
 }
 
@@ -171,7 +203,10 @@ pub(crate) struct Local {
 thread_local! {
     static LOCAL: RefCell<Local> = const {
         RefCell::new(Local {
-            cursors: Cursors(Vec::new()),
+            cursors: Cursors {
+                slots: Vec::new(),
+                rng: 0,
+            },
             snapshot: None,
             routes: Vec::new(),
         })

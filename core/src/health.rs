@@ -63,14 +63,17 @@ pub(crate) struct Health {
 }
 
 impl Health {
+    #[inline]
     pub(crate) fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    #[inline]
     pub(crate) fn begin(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
     }
 
+    #[inline]
     pub(crate) fn end(&self) {
         // Never below zero, even if a host ends a request twice.
         let _ = self
@@ -78,6 +81,7 @@ impl Health {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
+    #[inline]
     pub(crate) fn is_ejected(&self, now: Duration) -> bool {
         let until = self.ejected_until.load(Ordering::Relaxed);
         until != 0 && (now.as_nanos() as u64) < until

@@ -21,6 +21,8 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+use crate::balance::Cursors;
+
 /// The annotation that chooses a Service's policy.
 pub const ANNOTATION_LB_POLICY: &str = "pobox.io/lb-policy";
 /// The annotation that sizes a Maglev table (a prime).
@@ -902,36 +904,32 @@ fn push_point_hashes(prefix: &[u8], count: u32, out: &mut Vec<u64>) {
 
 // === per-thread randomness ===
 
-thread_local! {
-    static RNG: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
-
 /// Reseeds this thread's generator (used by `random` and `least-request`), so
 /// that a test or a simulation gets the same picks on every run. Seed 0 means
 /// "seed afresh on next use".
 pub fn reseed_thread_rng(seed: u64) {
-    RNG.with(|rng| {
-        rng.set(if seed == 0 {
-            0
-        } else {
-            stable_hash(&seed.to_le_bytes(), 9) | 1
-        })
-    });
+    let state = if seed == 0 {
+        0
+    } else {
+        stable_hash(&seed.to_le_bytes(), 9) | 1
+    };
+    crate::balance::with_local(|local| local.cursors.reseed(state));
 }
 
-/// A uniform index in `0..len` from this thread's xorshift generator, seeded
-/// from the thread's address space on first use.
-pub(crate) fn random_index(len: usize) -> usize {
+/// A uniform index in `0..len` from this thread's generator (kept with its
+/// round-robin cursors).
+#[inline]
+pub(crate) fn random_index(len: usize, cursors: &mut Cursors) -> usize {
     // Lemire's multiply-shift: unbiased enough for balancing, no division.
-    ((next_random() as u128 * len as u128) >> 64) as usize
+    ((cursors.next_random() as u128 * len as u128) >> 64) as usize
 }
 
 /// Two uniform indices in `0..len` (`len` > 0) from one draw, distinct
 /// when `len` ≥ 2: power of two choices' candidates. Each takes 32 bits of
 /// the draw, which keeps the bias of the multiply-shift below `len / 2^32`.
 #[inline]
-pub(crate) fn random_pair(len: usize) -> (usize, usize) {
-    let x = next_random();
+pub(crate) fn random_pair(len: usize, cursors: &mut Cursors) -> (usize, usize) {
+    let x = cursors.next_random();
     let scale = |bits: u64, n: usize| ((bits * n as u64) >> 32) as usize;
     let i = scale(x & 0xffff_ffff, len);
     if len < 2 {
@@ -939,22 +937,6 @@ pub(crate) fn random_pair(len: usize) -> (usize, usize) {
     }
     let j = scale(x >> 32, len - 1);
     (i, if j >= i { j + 1 } else { j })
-}
-
-/// The next value of this thread's xorshift generator.
-#[inline]
-fn next_random() -> u64 {
-    RNG.with(|rng| {
-        let mut x = rng.get();
-        if x == 0 {
-            x = stable_hash(&(rng as *const _ as usize).to_le_bytes(), 7) | 1;
-        }
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        rng.set(x);
-        x
-    })
 }
 
 #[cfg(test)]
@@ -1548,10 +1530,11 @@ mod tests {
 
     #[test]
     fn random_pair_is_in_range_distinct_and_uniform() {
-        assert_eq!(random_pair(1), (0, 0));
+        let c = &mut Cursors::default();
+        assert_eq!(random_pair(1, c), (0, 0));
         let mut counts = [[0u32; 3]; 3];
         for _ in 0..30_000 {
-            let (i, j) = random_pair(3);
+            let (i, j) = random_pair(3, c);
             assert_ne!(i, j);
             counts[i][j] += 1;
         }
@@ -1565,7 +1548,7 @@ mod tests {
         }
         for len in [2usize, 1000, 70_000] {
             for _ in 0..1000 {
-                let (i, j) = random_pair(len);
+                let (i, j) = random_pair(len, c);
                 assert!(i < len && j < len && i != j);
             }
         }
@@ -1573,9 +1556,10 @@ mod tests {
 
     #[test]
     fn random_index_is_in_range() {
+        let c = &mut Cursors::default();
         for len in [1usize, 2, 7, 1000] {
             for _ in 0..1000 {
-                assert!(random_index(len) < len);
+                assert!(random_index(len, c) < len);
             }
         }
     }

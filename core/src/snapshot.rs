@@ -367,7 +367,7 @@ impl PortEntry {
                 if members.is_empty() {
                     return None;
                 }
-                return Some(two_choices(members, health));
+                return Some(two_choices(members, health, cursors));
             }
             Shortcut::None => {}
         }
@@ -392,9 +392,11 @@ impl PortEntry {
             .as_ref()
             .map_or(&NO_TABLE, |b| &b.tables[set]);
         let at = match table {
-            Table::Members if self.policy == LbPolicy::Random => random_index(members.len()),
+            Table::Members if self.policy == LbPolicy::Random => {
+                random_index(members.len(), cursors)
+            }
             Table::Members if self.policy == LbPolicy::LeastRequest => {
-                return Some(self.least_request(members, now));
+                return Some(self.least_request(members, now, cursors));
             }
             Table::Members => {
                 let at = self.slot.next(cursors, set, members.len());
@@ -500,12 +502,12 @@ impl PortEntry {
     /// Power of two choices: of two random members (distinct when there are
     /// two or more), the one with fewer requests in flight; the first on a tie.
     #[inline(always)]
-    fn least_request(&self, members: &[u32], now: Duration) -> usize {
+    fn least_request(&self, members: &[u32], now: Duration, cursors: &mut Cursors) -> usize {
         let health = self
             .health
             .as_ref()
             .expect("least-request ports carry health");
-        let (i, j) = random_pair(members.len());
+        let (i, j) = random_pair(members.len(), cursors);
         if i == j {
             return self.avoid_ejected(members, i, now);
         }
@@ -521,8 +523,8 @@ impl PortEntry {
 /// position `i`, and the members are not read: at 10,000 endpoints that
 /// is one cache miss less per candidate.
 #[inline(always)]
-fn two_choices(members: &[u32], health: &[Arc<Health>]) -> usize {
-    let (i, j) = random_pair(members.len());
+fn two_choices(members: &[u32], health: &[Arc<Health>], cursors: &mut Cursors) -> usize {
+    let (i, j) = random_pair(members.len(), cursors);
     debug_assert!(members.len() != health.len() || members[i] as usize == i);
     let (a, b) = if members.len() == health.len() {
         (i, j)
