@@ -99,7 +99,8 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
 /// tick (a few milliseconds' resolution), which costs a fifth of a full
 /// clock read (4 ns against 24 ns here) and is on every affinity pick:
 /// timeouts are whole seconds. Elsewhere it reads `std::time::Instant`.
-#[derive(Debug)]
+/// Copies read the same clock from the same origin.
+#[derive(Debug, Clone, Copy)]
 pub struct SystemClock {
     /// Nanoseconds of `CLOCK_MONOTONIC_COARSE`.
     #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -692,7 +693,14 @@ impl Shard {
 /// The affinity table of a mesh. See the module documentation.
 pub(crate) struct Affinity {
     shards: Box<[Shard]>,
-    clock: Arc<dyn Clock>,
+    clock: TableClock,
+}
+
+/// The clock a table reads on every pick: the system's without a dynamic
+/// call (a mesh made with `Mesh::new`), or one injected.
+enum TableClock {
+    System(SystemClock),
+    Injected(Arc<dyn Clock>),
 }
 
 impl std::fmt::Debug for Affinity {
@@ -714,10 +722,15 @@ enum Lookup {
 
 impl Affinity {
     pub(crate) fn new(capacity: usize, clock: Arc<dyn Clock>) -> Affinity {
-        Affinity::sharded(capacity, SHARDS, clock)
+        Affinity::sharded(capacity, SHARDS, TableClock::Injected(clock))
     }
 
-    fn sharded(capacity: usize, shards: usize, clock: Arc<dyn Clock>) -> Affinity {
+    /// A table reading `clock` (a copy of the mesh's: the same origin).
+    pub(crate) fn with_system_clock(capacity: usize, clock: SystemClock) -> Affinity {
+        Affinity::sharded(capacity, SHARDS, TableClock::System(clock))
+    }
+
+    fn sharded(capacity: usize, shards: usize, clock: TableClock) -> Affinity {
         // Rounding each shard's share up would let the table hold up to
         // SHARDS - 1 entries more than asked for (and 64 for a capacity of
         // 1): the first `extra` shards take one entry more instead.
@@ -748,7 +761,10 @@ impl Affinity {
     /// [`Affinity::insert`]: one read serves a miss and its insert.
     #[inline]
     pub(crate) fn now(&self) -> u64 {
-        self.clock.now_nanos()
+        match &self.clock {
+            TableClock::System(clock) => clock.now_nanos(),
+            TableClock::Injected(clock) => clock.now_nanos(),
+        }
     }
 
     /// Searches `set` for the probe's key without a lock.
@@ -853,7 +869,10 @@ mod tests {
     /// One shard, so that every key meets every other.
     fn one_shard(capacity: usize) -> (Affinity, Arc<ManualClock>) {
         let clock = Arc::new(ManualClock::new());
-        (Affinity::sharded(capacity, 1, clock.clone()), clock)
+        (
+            Affinity::sharded(capacity, 1, TableClock::Injected(clock.clone())),
+            clock,
+        )
     }
 
     fn bound_to(a: &Affinity, k: &Key) -> Option<Bound> {

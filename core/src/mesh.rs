@@ -306,16 +306,29 @@ impl Mesh {
 
     /// An empty mesh for the given node.
     pub fn new(config: MeshConfig) -> Result<Mesh, Error> {
-        Mesh::with_clock(config, Arc::new(SystemClock::default()))
+        let clock = SystemClock::default();
+        Mesh::build(config, Arc::new(clock), |capacity| {
+            Affinity::with_system_clock(capacity, clock)
+        })
     }
 
     /// An empty mesh whose session-affinity timeouts read `clock`.
     pub fn with_clock(config: MeshConfig, clock: Arc<dyn Clock>) -> Result<Mesh, Error> {
+        let table_clock = clock.clone();
+        Mesh::build(config, clock, |capacity| {
+            Affinity::new(capacity, table_clock)
+        })
+    }
+
+    /// An empty mesh whose affinity table `affinity` makes for a capacity;
+    /// it must read the same clock as `clock`.
+    fn build(
+        config: MeshConfig,
+        clock: Arc<dyn Clock>,
+        affinity: impl FnOnce(usize) -> Affinity,
+    ) -> Result<Mesh, Error> {
         let config = Arc::new(config.validated()?);
-        let affinity = Arc::new(Affinity::new(
-            config.affinity_capacity_entries(),
-            clock.clone(),
-        ));
+        let affinity = Arc::new(affinity(config.affinity_capacity_entries()));
         Ok(Mesh {
             shared: Arc::new(Shared {
                 id: NEXT_MESH_ID.fetch_add(1, Ordering::Relaxed),

@@ -353,7 +353,7 @@ impl Positions {
     }
 
     /// The position at `i` (`i < len`).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn get(&self, i: usize) -> usize {
         match self {
             Positions::Narrow(p) => p[i] as usize,

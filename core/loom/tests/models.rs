@@ -270,8 +270,9 @@ impl Way {
 }
 
 /// A shard of capacity one: one set of one way, its tag (the client, 0 when
-/// empty; the real tag is the key's hash) and the writer lock over the
-/// entry count.
+/// empty; the real tag is 32 bits of the key's hash) and the writer lock
+/// over the entry count. The set's stamps (its eviction order) are left
+/// out: readers never read them, and writers read them under the lock.
 struct Shard {
     tag: AtomicU64,
     way: Way,
