@@ -5,7 +5,7 @@
 //!
 //! serde derive, and serde_json's typed `deserialize_*` methods it calls,
 //! word a value of the wrong type through serde's `Unexpected`, which links
-//! the standard library's `f64` formatting (see [`read::Unexpected`]). The
+//! the standard library's `f64` formatting (see [`crate::read::Unexpected`]). The
 //! visitors here accept any value and word the wrong ones themselves. One
 //! thing differs underneath: where serde_json only peeks at the `[` or `{`
 //! of a sequence or map of the wrong type, `deserialize_any` has read it and
