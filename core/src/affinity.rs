@@ -32,11 +32,11 @@
 //!   words, then the counter again, and uses the words only if the counter
 //!   was even and unchanged. A reader that keeps meeting a writer looks
 //!   the key up under the shard's mutex instead.
-//! * A hit restarts the timer with relaxed stores of the time and the stamp
-//!   outside the sequence lock (only when they have changed). If a writer replaces
-//!   the entry at that moment, the store lands on the new entry, which was
-//!   written at the same time: at worst its timer starts a few
-//!   microseconds later.
+//! * A hit restarts the timer with relaxed stores of the time and the
+//!   stamp outside the sequence lock (only when they have changed). If a
+//!   writer replaces the entry at that moment, the stores land on the new
+//!   entry, which was written at the same time: at worst its timer starts
+//!   a few microseconds later.
 //! * A shard's table starts with one set and grows fourfold whenever a new
 //!   client finds its set full, up to twice the shard's capacity in ways,
 //!   so that sets rarely overflow before the capacity is reached. The
@@ -266,7 +266,7 @@ const MULTIPLY: u64 = 0x9E37_79B9_7F4A_7C15;
 
 impl Probe {
     /// Two folded multiplies: the client's two words against each other
-    /// (foldhash's step for 16 bytes), then the slot against the lane and
+    /// (as foldhash mixes 16 bytes), then the slot against the lane and
     /// family. Four one-word steps took twice the latency, on the path of
     /// every affinity pick.
     #[inline]

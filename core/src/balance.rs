@@ -12,6 +12,7 @@
 //! turn. Across threads, each thread cycles independently.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::snapshot::Snapshot;
@@ -162,8 +163,10 @@ impl Cursors {
         self.slots.resize(i + 1, Cursor::default());
     }
 
-    /// The next value of this thread's xorshift generator, seeded from the
-    /// address of its state on first use (distinct between threads).
+    /// The next value of this thread's xorshift generator, seeded on first
+    /// use from the address of its state and a process-wide count (distinct
+    /// between threads, and between the throwaway states of picks made
+    /// while the thread's own is out of reach).
     #[inline(always)]
     pub(crate) fn next_random(&mut self) -> u64 {
         let mut x = self.rng;
@@ -180,7 +183,10 @@ impl Cursors {
     #[cold]
     #[inline(never)]
     fn first_seed(&self) -> u64 {
-        crate::policy::stable_hash(&(&self.rng as *const u64 as usize).to_le_bytes(), 7) | 1
+        static SEEDS: AtomicU64 = AtomicU64::new(0);
+        let at = &self.rng as *const u64 as u64;
+        let n = SEEDS.fetch_add(1, Ordering::Relaxed);
+        crate::policy::stable_hash(&(at ^ n.rotate_left(32)).to_le_bytes(), 7) | 1
     }
 
     /// Sets the generator's state (0: seed afresh on next use).
@@ -248,6 +254,23 @@ fn with_fresh_local(f: impl FnOnce(&mut Local)) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn throwaway_generators_start_apart() {
+        // As `with_fresh_local` makes them, one after another at the same
+        // stack address: their first draws still differ.
+        let firsts: std::collections::HashSet<u64> =
+            (0..64).map(|_| Cursors::default().next_random()).collect();
+        assert_eq!(firsts.len(), 64);
+        let mut seeded = Cursors::default();
+        seeded.reseed(12345);
+        let mut again = Cursors::default();
+        again.reseed(12345);
+        assert_eq!(
+            (0..8).map(|_| seeded.next_random()).collect::<Vec<_>>(),
+            (0..8).map(|_| again.next_random()).collect::<Vec<_>>()
+        );
+    }
 
     #[test]
     fn cycles_in_order_and_wraps_when_the_set_shrinks() {

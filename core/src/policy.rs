@@ -906,7 +906,9 @@ fn push_point_hashes(prefix: &[u8], count: u32, out: &mut Vec<u64>) {
 
 /// Reseeds this thread's generator (used by `random` and `least-request`), so
 /// that a test or a simulation gets the same picks on every run. Seed 0 means
-/// "seed afresh on next use".
+/// "seed afresh on next use". The state lives with the thread's other pick
+/// state; a pick made while that is out of reach (from a thread-local
+/// destructor as the thread exits) draws from a fresh, unseeded one.
 pub fn reseed_thread_rng(seed: u64) {
     let state = if seed == 0 {
         0
