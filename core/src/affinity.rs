@@ -470,7 +470,8 @@ impl Set {
 
     /// One pass over the tag line, by a writer: the way holding `probe`'s
     /// key, the first empty way and the least recently used one at `now`
-    /// (a [`stamp`]).
+    /// (a [`stamp`]), chosen as [`Set::least_recent`] chooses (the
+    /// evicting insert's path: one pass, not three).
     fn scan(&self, probe: &Probe, now: u32) -> Scan {
         let mut scan = Scan {
             found: None,
@@ -824,9 +825,9 @@ impl Affinity {
             shard.remove(probe, &entry);
         } else if entry.last != now {
             set.ways[way].words[Way::LAST].store(now, Ordering::Relaxed);
-            let stamp = stamp(now);
-            if set.stamps[way].load(Ordering::Relaxed) != stamp {
-                set.stamps[way].store(stamp, Ordering::Relaxed);
+            let now_stamp = stamp(now);
+            if set.stamps[way].load(Ordering::Relaxed) != now_stamp {
+                set.stamps[way].store(now_stamp, Ordering::Relaxed);
             }
         }
         found
@@ -1145,9 +1146,20 @@ mod tests {
             set.tags[i].store(1, Ordering::Relaxed);
             set.stamps[i].store(stamp, Ordering::Relaxed);
         }
-        assert_eq!(set.least_recent(3), Some(0));
+        // The insert's one-pass scan chooses as `least_recent` does, ties
+        // to the first way included, and finds the first empty way.
+        let absent = Probe::new(&key(1));
+        let oldest = |set: &Set, now| {
+            let scan = set.scan(&absent, now);
+            assert_eq!(scan.oldest, set.least_recent(now), "at {now}");
+            assert_eq!(scan.empty, Some(2));
+            scan.oldest
+        };
+        assert_eq!(oldest(&set, 3), Some(0));
         set.stamps[0].store(3, Ordering::Relaxed);
-        assert_eq!(set.least_recent(3), Some(3));
+        assert_eq!(oldest(&set, 3), Some(3));
+        set.stamps[1].store(u32::MAX, Ordering::Relaxed);
+        assert_eq!(oldest(&set, 3), Some(1), "a tie goes to the first way");
         assert_eq!(Set::default().least_recent(3), None);
     }
 
