@@ -1101,6 +1101,21 @@ mod tests {
     }
 
     #[test]
+    fn a_system_clock_table_reads_the_meshs_clock() {
+        // `Mesh::new` gives the table a copy of its clock: the table's time
+        // must be that clock's (same origin), which outlier detection's
+        // times are compared with.
+        let clock = SystemClock::default();
+        let a = Affinity::with_system_clock(8, clock);
+        std::thread::sleep(Duration::from_millis(30));
+        let before = clock.now_nanos();
+        let now = a.now();
+        let after = clock.now_nanos();
+        assert!(before > 0, "the coarse clock ticked");
+        assert!((before..=after).contains(&now), "{before} {now} {after}");
+    }
+
+    #[test]
     fn shard_capacities_sum_to_the_capacity_exactly() {
         for capacity in [1, 2, 63, 64, 65, 100, 127, 1000, 262_144, 262_145] {
             let a = Affinity::new(capacity, Arc::new(ManualClock::new()));
