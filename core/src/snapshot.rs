@@ -1020,9 +1020,8 @@ fn build_port<'a>(
             .iter()
             .map(|&e| (endpoints[e as usize].addr(), endpoints[e as usize].weight))
             .collect();
-        tables[i] = policy::build(policy, &weighted);
         // Positions in `endpoints`, one step less for every pick.
-        tables[i].map_members(of, endpoints.len());
+        tables[i] = policy::build(policy, &weighted, of, endpoints.len());
     }
     // State for least-request and outlier detection; an endpoint that stays
     // keeps its state object.
