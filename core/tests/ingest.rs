@@ -469,6 +469,8 @@ fn invalid_endpoint_slices_are_rejected_naming_object_and_field() {
          |e| e["endpoints"] = (0..1001).map(|i| json!({"addresses": [format!("10.1.{}.{}", i / 200, i % 200 + 1)]})).collect()),
         ("EndpointSlice default/web-1: endpoints[0].hints.forZones: has 9 items, at most 8 are allowed",
          |e| e["endpoints"][0]["hints"] = json!({"forZones": (0..9).map(|i| json!({"name": format!("zone-{i}")})).collect::<Vec<_>>()})),
+        ("EndpointSlice default/web-1: endpoints[1].hints.forNodes[1].name: is required",
+         |e| e["endpoints"][1]["hints"] = json!({"forNodes": [{"name": "node-a"}, {"name": ""}]})),
         (r#"EndpointSlice default/Web_1: metadata.name: "Web_1" is not a valid name: must be a DNS-1123 subdomain"#,
          |e| e["metadata"]["name"] = json!("Web_1")),
         ("EndpointSlice default/<unnamed>: metadata.name: is required",

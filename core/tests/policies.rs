@@ -319,6 +319,8 @@ fn bad_annotations_are_refused_naming_the_service() {
         (json!({"10.1.0.1": 10001}), "EndpointSlice default/a: metadata.annotations[pobox.io/weights]: the weight of 10.1.0.1, 10001, is not a whole number in 0-10000"),
         (json!({"fd00::1": 1}), "EndpointSlice default/a: metadata.annotations[pobox.io/weights]: fd00::1 is not an IPv4 address, as addressType requires"),
         (json!({"10.1.0.9": 1}), "EndpointSlice default/a: metadata.annotations[pobox.io/weights]: 10.1.0.9 is not an address of this slice's endpoints"),
+        // Several strays: the lowest address is named, whatever the map's order.
+        (json!({"10.1.0.200": 1, "10.1.0.1": 2, "10.1.0.9": 1, "10.1.0.7": 1}), "EndpointSlice default/a: metadata.annotations[pobox.io/weights]: 10.1.0.7 is not an address of this slice's endpoints"),
     ];
     for (weights, message) in slices {
         let mut s = slice("a", 0..2, None);
