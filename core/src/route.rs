@@ -21,7 +21,7 @@ use crate::affinity::{Affinity, Clock};
 use crate::balance::{with_local, Cursors, RouteId};
 use crate::dest::{Client, Destination};
 use crate::error::PickError;
-use crate::mesh::{Pick, Request, Shared};
+use crate::mesh::{Handoff, Pick, Request, Shared};
 use crate::snapshot::{pick_in, PortEntry};
 
 /// A destination bound to a mesh, resolved once per snapshot version on
@@ -111,11 +111,7 @@ impl Route {
     pub fn pick(&self, client: &Client<'_>) -> Result<Pick, PickError> {
         // Not through `try_pick`: returning its `Option` costs one more copy
         // of the pick (about 10 instructions a pick, callgrind).
-        let mut picked = None;
-        self.with_resolution(|resolution, cursors| {
-            picked = self.pick_from(resolution, client, cursors);
-        });
-        match picked {
+        match self.try_pick(client) {
             Some(pick) => Ok(pick),
             None => self.pick_failed(client),
         }
@@ -127,9 +123,9 @@ impl Route {
     /// [`Route::pick`], which may then find a newer snapshot and succeed).
     #[inline]
     pub fn try_pick(&self, client: &Client<'_>) -> Option<Pick> {
-        let mut picked = None;
-        self.try_pick_with(client, |pick| picked = Some(pick));
-        picked
+        let mut picked = Handoff::default();
+        self.try_pick_with(client, |pick| picked.put(pick.addr, pick.version));
+        picked.take()
     }
 
     /// Whether a pick through this route reads the client's IP, as the
