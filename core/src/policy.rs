@@ -519,11 +519,24 @@ fn maglev_fill<P: Position>(
             // `(slot + skip) % m` without a division, and without a branch:
             // whether a step wraps is as random as the hashes.
             let step = |slot: u32| (slot + walk.skip).min((slot + walk.skip).wrapping_sub(m));
+            let is_taken = |slot: u32| (taken[slot as usize / 64] >> (slot % 64)) & 1;
             let slot = if filled < scan_from {
-                let mut slot = walk.slot;
-                while taken[slot as usize / 64] & (1 << (slot % 64)) != 0 {
-                    slot = step(slot);
-                }
+                // The walk's next two slots are read without a branch: a
+                // loop that stops at the first free one mispredicted its
+                // exit about once a fill. Past two taken (a third of fills),
+                // the walk goes on one by one. (Two beat three and four: as
+                // fast, fewer instructions.)
+                let s = [walk.slot, step(walk.slot)];
+                let busy = is_taken(s[0]) | is_taken(s[1]) << 1;
+                let slot = if busy != 0b11 {
+                    s[(!busy).trailing_zeros() as usize]
+                } else {
+                    let mut slot = step(s[1]);
+                    while is_taken(slot) != 0 {
+                        slot = step(slot);
+                    }
+                    slot
+                };
                 taken[slot as usize / 64] |= 1 << (slot % 64);
                 slot
             } else {
