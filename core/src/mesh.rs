@@ -60,8 +60,10 @@ pub struct Pick {
 /// state ([`with_local`]), in scalars that the caller reads back at the
 /// widths they were written. A `Pick` written there field by field and
 /// then moved whole was read with wider loads than its stores, which the
-/// processor cannot forward from its store buffer: a route pick stalled
-/// for 8-10 ns on that, as long as the pick itself.
+/// processor cannot forward from its store buffer: `Route::try_pick` took
+/// 19 ns instead of 11 (least-request, 100 endpoints). A caller that moves
+/// the whole `Pick` out of `pick`'s `Result` still pays it, in its own
+/// frame.
 #[derive(Default)]
 pub(crate) struct Handoff {
     /// The address's bits (IPv4 in the low 32).

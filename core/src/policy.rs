@@ -665,10 +665,11 @@ pub(crate) struct Ring {
 }
 
 /// A ring's points, ascending by hash: each the hash (8 bytes) then the
-/// member's position (2 bytes when a set has at most 65,536 members, else
-/// 4), little-endian. Packed, so that the member is read from the cache
-/// line the search has just read, not from another array: one cache miss
-/// fewer per lookup, in 10 bytes a point (2.5 MB at 256,000 points).
+/// member's position among the port's endpoints (2 bytes when it has at
+/// most 65,536, else 4), little-endian. Packed, so that the member is read
+/// from the cache line the search has just read, not from another array:
+/// one cache miss fewer per lookup, in 10 bytes a point (2.5 MB at 256,000
+/// points).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum RingPoints {
     Narrow(Box<[[u8; 10]]>),

@@ -109,8 +109,6 @@ impl Route {
     /// [`Mesh::pick`]: crate::Mesh::pick
     #[inline]
     pub fn pick(&self, client: &Client<'_>) -> Result<Pick, PickError> {
-        // Not through `try_pick`: returning its `Option` costs one more copy
-        // of the pick (about 10 instructions a pick, callgrind).
         match self.try_pick(client) {
             Some(pick) => Ok(pick),
             None => self.pick_failed(client),
