@@ -19,7 +19,7 @@ use crate::model::{
     EndpointMeta, EndpointSlice, IpFamily, Protocol, Service, ServiceKey, ServicePort,
     SessionAffinity,
 };
-use crate::policy::{self, random_index, random_pair, stable_hash, LbPolicy, Table};
+use crate::policy::{self, random_index, random_pair, stable_hash, LbPolicy, Seed, Table};
 use crate::select::{self, Candidate, Locality};
 use crate::shard::ShardedMap;
 use crate::validate::DEFAULT_NAMESPACE;
@@ -553,6 +553,8 @@ struct Balancing {
     members: [Option<Box<[u32]>>; 4],
     /// Per set: the policy's table over its members.
     tables: [Table; 4],
+    /// Maglev: each endpoint's seed (by position), for the next build.
+    seeds: Box<[Seed]>,
 }
 
 /// The table of sets that need none.
@@ -910,6 +912,31 @@ impl Merged<'_> {
     }
 }
 
+/// Each endpoint's Maglev [`Seed`] for a table of `m` slots: copied from
+/// `previous` (a build of the same port with the same policy) for the
+/// endpoints it had, computed for the others. Both lists are in address
+/// order, so one merge finds them.
+fn maglev_seeds(endpoints: &[Endpoint], m: u32, previous: Option<&PortEntry>) -> Box<[Seed]> {
+    let (old, old_seeds) = previous
+        .and_then(|p| Some((&*p.endpoints, &*p.balancing.as_ref()?.seeds)))
+        .filter(|(old, seeds)| old.len() == seeds.len())
+        .unwrap_or_default();
+    let mut j = 0;
+    endpoints
+        .iter()
+        .map(|e| {
+            let key = endpoint_order(e.ip, e.port);
+            while j < old.len() && endpoint_order(old[j].ip, old[j].port) < key {
+                j += 1;
+            }
+            match old.get(j) {
+                Some(o) if (o.ip, o.port) == (e.ip, e.port) => old_seeds[j],
+                _ => Seed::new(e.addr(), m),
+            }
+        })
+        .collect()
+}
+
 fn build_port<'a>(
     service: &Service,
     spec: &ServicePort,
@@ -999,6 +1026,14 @@ fn build_port<'a>(
     }
     let endpoints: Box<[Endpoint]> = merged.into_iter().map(|m| m.endpoint).collect();
     let policy = service.lb_policy();
+    let seeds = match policy {
+        LbPolicy::Maglev { table_size } => maglev_seeds(
+            &endpoints,
+            table_size,
+            previous.filter(|p| p.policy == policy),
+        ),
+        _ => Box::default(),
+    };
     let mut members: [Option<Box<[u32]>>; 4] = Default::default();
     let mut tables: [Table; 4] = [
         Table::Members,
@@ -1021,7 +1056,7 @@ fn build_port<'a>(
             .map(|&e| (endpoints[e as usize].addr(), endpoints[e as usize].weight))
             .collect();
         // Positions in `endpoints`, one step less for every pick.
-        tables[i] = policy::build(policy, &weighted, of, endpoints.len());
+        tables[i] = policy::build(policy, &weighted, of, endpoints.len(), &seeds);
     }
     // State for least-request and outlier detection; an endpoint that stays
     // keeps its state object.
@@ -1045,7 +1080,13 @@ fn build_port<'a>(
     }
     let balancing = (members.iter().any(Option::is_some)
         || tables.iter().any(|t| *t != Table::Members))
-    .then(|| Box::new(Balancing { members, tables }));
+    .then(|| {
+        Box::new(Balancing {
+            members,
+            tables,
+            seeds,
+        })
+    });
     let outlier = service.outlier_detection();
     PortEntry {
         shortcut: match policy {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
-use pobox::{Client, Destination, Error, LbPolicy, Mesh, MeshConfig};
+use pobox::{Client, Destination, Error, Kind, LbPolicy, Mesh, MeshConfig};
 use serde_json::{json, Value};
 
 const VIP: &str = "10.96.0.10:80";
@@ -250,6 +250,63 @@ fn maglev_is_the_same_whatever_order_endpoints_arrive_in() {
     let expected = assignment(&one, 2000);
     assert_eq!(assignment(&two, 2000), expected);
     assert_eq!(assignment(&three, 2000), expected);
+}
+
+#[test]
+fn maglev_after_updates_is_the_table_a_fresh_mesh_builds() {
+    // A rebuild reuses the walk seeds of the endpoints that stay: it must
+    // make the table a mesh given the final objects at once makes, whatever
+    // came before (endpoints gone, added, moved to another port, another
+    // table size).
+    let svc = |size: u32| {
+        service(json!({"pobox.io/lb-policy": "maglev",
+                       "pobox.io/maglev-table-size": size.to_string()}))
+    };
+    let on_port = |mut s: Value, port: u16| {
+        s["ports"][0]["port"] = json!(port);
+        s
+    };
+    let steps: Vec<Vec<Value>> = vec![
+        vec![
+            svc(65537),
+            slice("a", 0..50, None),
+            slice("b", 50..100, None),
+        ],
+        // 0..10 gone, 100..120 new, 50..60 in both slices.
+        vec![
+            svc(65537),
+            slice("a", 10..60, None),
+            slice("b", 50..120, None),
+        ],
+        // The same addresses on another port: other endpoints (a lower
+        // port, so that they sort before the copies on the old one).
+        vec![
+            svc(65537),
+            slice("a", 10..60, None),
+            on_port(slice("b", 50..120, None), 7070),
+        ],
+        // Another table size: every seed changes.
+        vec![
+            svc(251),
+            slice("a", 10..60, None),
+            on_port(slice("b", 50..120, None), 7070),
+        ],
+        // Slice b deleted too, below.
+        vec![svc(65537), slice("a", 5..15, None)],
+    ];
+    let live = mesh(&[]);
+    for (i, objects) in steps.iter().enumerate() {
+        let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
+        live.apply(&serde_json::to_vec(&list).unwrap()).unwrap();
+        if i == steps.len() - 1 {
+            live.delete(Kind::EndpointSlice, "default", "b").unwrap();
+        }
+        assert_eq!(
+            assignment(&live, 2000),
+            assignment(&mesh(objects), 2000),
+            "step {i}"
+        );
+    }
 }
 
 /// The share of keys that move when one of `n` endpoints is removed.
