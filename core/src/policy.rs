@@ -543,18 +543,30 @@ fn maglev_fill<P: Position>(
                 // The walk's next two slots are read without a branch: a
                 // loop that stops at the first free one mispredicted its
                 // exit about once a fill. Past two taken (a third of fills),
-                // the walk goes on one by one. (Two beat three and four: as
-                // fast, fewer instructions.)
+                // the walk goes on four slots at a time, the four read at
+                // once rather than each after the last. (Two beat three and
+                // four first: as fast, fewer instructions. One at a time
+                // after them was 3-4% slower a publish, eight 5% slower.)
                 let s = [walk.slot, step(walk.slot)];
                 let busy = is_taken(s[0]) | is_taken(s[1]) << 1;
                 let slot = if busy != 0b11 {
                     s[(!busy).trailing_zeros() as usize]
                 } else {
                     let mut slot = step(s[1]);
-                    while is_taken(slot) != 0 {
-                        slot = step(slot);
+                    loop {
+                        let t1 = step(slot);
+                        let t2 = step(t1);
+                        let t3 = step(t2);
+                        let t = [slot, t1, t2, t3];
+                        let busy = is_taken(t[0])
+                            | is_taken(t[1]) << 1
+                            | is_taken(t[2]) << 2
+                            | is_taken(t[3]) << 3;
+                        if busy != 0b1111 {
+                            break t[(!busy).trailing_zeros() as usize];
+                        }
+                        slot = step(t3);
                     }
-                    slot
                 };
                 taken[slot as usize / 64] |= 1 << (slot % 64);
                 slot
