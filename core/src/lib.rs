@@ -55,6 +55,7 @@ mod k8s;
 mod limits;
 mod mesh;
 mod model;
+#[cfg(feature = "yaml")]
 mod nesting;
 mod parse;
 mod policy;

@@ -2,12 +2,13 @@
 //! expands to, the objects it holds, and the endpoints a mesh keeps.
 //!
 //! Every limit is checked before the work it bounds, cheapest first: the
-//! input size (one comparison), then the nesting depth (one pass over the
-//! bytes, before a parser sees them), then the number of values (counted
-//! while the document is read, so a YAML alias bomb stops as soon as it
-//! expands past the limit), then the objects in the input, then the
-//! endpoints the mesh would hold after the apply. An input over any limit is
-//! refused with [`crate::Error::Limit`] and nothing is applied.
+//! input size (one comparison), then the nesting depth (counted as JSON is
+//! read; for YAML, one pass over the bytes before its parser sees them),
+//! then the number of values (counted while the document is read, so a
+//! YAML alias bomb stops as soon as it expands past the limit), then the
+//! objects in the input, then the endpoints the mesh would hold after the
+//! apply. An input over any limit is refused with [`crate::Error::Limit`]
+//! and nothing is applied.
 
 /// The default [`Limits::max_input_bytes`]: 64 MiB.
 pub const DEFAULT_MAX_INPUT_BYTES: usize = 64 << 20;

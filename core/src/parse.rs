@@ -15,6 +15,7 @@ use crate::error::Error;
 use crate::k8s;
 use crate::limits::Limits;
 use crate::model::Object;
+#[cfg(feature = "yaml")]
 use crate::nesting;
 use crate::read::{self, Budget, Stop};
 use crate::validate::{self, Interner, SliceOutcome};
@@ -78,8 +79,9 @@ pub fn parse(input: &[u8]) -> Result<Parsed, Error> {
 }
 
 /// [`parse`] within `limits`: the input size is checked first, then its
-/// nesting (on the bytes, before a parser runs), then the values it expands
-/// to and the objects it holds as it is read. See [`Limits`].
+/// nesting (JSON as it is read; YAML on the bytes, before its parser
+/// runs), then the values it expands to and the objects it holds as it is
+/// read. See [`Limits`].
 pub fn parse_with_limits(input: &[u8], limits: &Limits) -> Result<Parsed, Error> {
     if input.len() > limits.input_bytes_limit() {
         return Err(Error::limit(
@@ -87,16 +89,6 @@ pub fn parse_with_limits(input: &[u8], limits: &Limits) -> Result<Parsed, Error>
             "max_input_bytes",
             limits.input_bytes_limit(),
             input.len(),
-            "",
-        ));
-    }
-    let depth = nesting::max_depth(input, limits.depth_limit());
-    if depth > limits.depth_limit() {
-        return Err(Error::limit(
-            "nesting depth",
-            "max_depth",
-            limits.depth_limit(),
-            depth,
             "",
         ));
     }
@@ -129,6 +121,7 @@ pub fn parse_with_limits(input: &[u8], limits: &Limits) -> Result<Parsed, Error>
                 // but report the JSON error if YAML fails as well.
                 #[cfg(feature = "yaml")]
                 {
+                    check_nesting(input, limits)?;
                     let mut retry = Parsed {
                         max_objects: limits.objects_limit(),
                         max_endpoints: limits.endpoints_limit(),
@@ -154,8 +147,32 @@ pub fn parse_with_limits(input: &[u8], limits: &Limits) -> Result<Parsed, Error>
         }
     }
     #[cfg(feature = "yaml")]
-    parse_yaml(input, limits, &mut parsed)?;
+    {
+        check_nesting(input, limits)?;
+        parse_yaml(input, limits, &mut parsed)?;
+    }
     Ok(parsed)
+}
+
+/// Refuses input nested past [`Limits::max_depth`], measured on its bytes
+/// before the YAML parser sees them: libyaml's scanner slows down without
+/// bound on deep flow nesting, long before the reader's own depth limit
+/// could stop it (see `nesting`). JSON needs no such pass: serde_json reads
+/// at the pace of the input, so the reader's limit stops it in time (this
+/// pass was a seventh of reading a 1,000-endpoint slice).
+#[cfg(feature = "yaml")]
+fn check_nesting(input: &[u8], limits: &Limits) -> Result<(), Error> {
+    let depth = nesting::max_depth(input, limits.depth_limit());
+    if depth > limits.depth_limit() {
+        return Err(Error::limit(
+            "nesting depth",
+            "max_depth",
+            limits.depth_limit(),
+            depth,
+            "",
+        ));
+    }
+    Ok(())
 }
 
 fn read_json(input: &[u8], budget: &mut Budget) -> Result<Value, serde_json::Error> {

@@ -7,8 +7,9 @@
 //! * counts every value it builds (YAML aliases are replayed by
 //!   `serde_yaml_ng`, so an alias bomb is counted as it expands and stops at
 //!   the first value past [`crate::Limits::max_values`]);
-//! * refuses nesting past [`crate::Limits::max_depth`] (the byte pre-scan in
-//!   [`crate::nesting`] has normally refused it already);
+//! * refuses nesting past [`crate::Limits::max_depth`] (JSON's only depth
+//!   check; for YAML the byte pre-scan in `nesting` has normally refused it
+//!   already);
 //! * notes the first duplicate key of a mapping, with its path, so the caller
 //!   can refuse the object by name once the document is read. The API
 //!   server's strict decoding refuses duplicate fields, and guessing which of
