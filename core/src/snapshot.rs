@@ -1242,12 +1242,20 @@ impl<'s> Resolved<'s> {
     /// Picks one eligible endpoint by the Service's policy (and its
     /// `ClientIP` session affinity, when the client IP is known), or says
     /// why there is none.
-    #[inline]
+    #[inline(always)]
     pub fn pick(&self, client: &Client<'_>) -> Result<&'s Endpoint, PickError> {
-        // A table pick needs none of the thread's state.
+        // A table pick needs none of the thread's state: inlined into the
+        // caller, it is a hash and two reads.
         if let Some(endpoint) = pick_plain_hash(self.port, self.set(), client) {
             return Ok(endpoint);
         }
+        self.pick_local(client)
+    }
+
+    /// [`Resolved::pick`] with the thread's state (cursors, random
+    /// numbers, the affinity table).
+    #[inline(never)]
+    fn pick_local(&self, client: &Client<'_>) -> Result<&'s Endpoint, PickError> {
         let mut picked = None;
         with_local(|local| picked = self.try_pick(client, &mut local.cursors));
         picked.ok_or_else(|| self.no_endpoints())
