@@ -1,5 +1,5 @@
-//! How deeply an input nests, measured on its bytes before any parser sees
-//! them.
+//! How deeply an input nests, measured on its bytes before the YAML parser
+//! sees them (JSON's depth is counted by the reader, see `parse`).
 //!
 //! The YAML scanner (libyaml, through `serde_yaml_ng`) slows down without
 //! bound on deeply nested flow collections: a document of a few megabytes of
