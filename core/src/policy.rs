@@ -389,13 +389,14 @@ pub(crate) struct Seed {
 }
 
 impl Seed {
-    /// The seed of the endpoint at `addr` in a table of `m` slots.
-    pub(crate) fn new(addr: SocketAddr, m: u32) -> Seed {
-        let mut name = Vec::with_capacity(64);
-        push_endpoint_name(&mut name, addr);
+    /// The seed of the endpoint at `addr` in a table of `m` slots. `name`
+    /// is room for the endpoint's name, reused from one call to the next.
+    pub(crate) fn new(addr: SocketAddr, m: u32, name: &mut Vec<u8>) -> Seed {
+        name.clear();
+        push_endpoint_name(name, addr);
         Seed {
-            slot: (stable_hash(&name, 0) % m as u64) as u32,
-            skip: (stable_hash(&name, 1) % (m as u64 - 1) + 1) as u32,
+            slot: (stable_hash(name, 0) % m as u64) as u32,
+            skip: (stable_hash(name, 1) % (m as u64 - 1) + 1) as u32,
         }
     }
 }
@@ -1009,8 +1010,9 @@ mod tests {
             return Vec::new();
         };
         let mut seeds = vec![Seed { slot: 0, skip: 1 }; endpoints];
+        let mut name = Vec::new();
         for (&(addr, _), &p) in members.iter().zip(positions) {
-            seeds[p as usize] = Seed::new(addr, table_size);
+            seeds[p as usize] = Seed::new(addr, table_size, &mut name);
         }
         seeds
     }

@@ -936,7 +936,7 @@ fn maglev_seeds(endpoints: &[Endpoint], m: u32, previous: Option<&PortEntry>) ->
         .and_then(|p| Some((&*p.endpoints, &*p.balancing.as_ref()?.seeds)))
         .filter(|(old, seeds)| old.len() == seeds.len())
         .unwrap_or_default();
-    let mut j = 0;
+    let (mut j, mut name) = (0, Vec::with_capacity(64));
     endpoints
         .iter()
         .map(|e| {
@@ -946,7 +946,7 @@ fn maglev_seeds(endpoints: &[Endpoint], m: u32, previous: Option<&PortEntry>) ->
             }
             match old.get(j) {
                 Some(o) if (o.ip, o.port) == (e.ip, e.port) => old_seeds[j],
-                _ => Seed::new(e.addr(), m),
+                _ => Seed::new(e.addr(), m, &mut name),
             }
         })
         .collect()
