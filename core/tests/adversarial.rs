@@ -215,11 +215,31 @@ fn nesting_past_max_depth_is_refused_in_json_yaml_flow_and_yaml_block() {
 #[test]
 fn very_deep_nesting_is_refused_by_the_pre_scan() {
     let mesh = loaded(Limits::default());
-    for (name, input) in [
-        ("JSON", nested_json(200_000)),
+    // The reader's error names the document; the pre-scan's, before there
+    // are documents, does not.
+    let (reader, pre_scan) = ("document 1: ", "");
+    for (name, input, at) in [
+        ("JSON", nested_json(200_000), reader),
         (
             "a flow sequence, read as JSON",
             "[".repeat(200_000).into_bytes(),
+            reader,
+        ),
+        (
+            "YAML flow mappings",
+            "{a: ".repeat(200_000).into_bytes(),
+            pre_scan,
+        ),
+        (
+            "YAML flow sequences",
+            format!("x: {}", "[".repeat(200_000)).into_bytes(),
+            pre_scan,
+        ),
+        ("YAML block", nested_yaml_block(2_000), pre_scan),
+        (
+            "YAML block sequences",
+            format!("{}x\n", "- ".repeat(100_000)).into_bytes(),
+            pre_scan,
         ),
     ] {
         let err = refused(&mesh, &input);
@@ -230,30 +250,7 @@ fn very_deep_nesting_is_refused_by_the_pre_scan() {
         );
         assert!(
             err.to_string()
-                .starts_with("document 1: nested at least 65"),
-            "{name}: {err}"
-        );
-    }
-    for (name, input) in [
-        ("YAML flow mappings", "{a: ".repeat(200_000).into_bytes()),
-        (
-            "YAML flow sequences",
-            format!("x: {}", "[".repeat(200_000)).into_bytes(),
-        ),
-        ("YAML block", nested_yaml_block(2_000)),
-        (
-            "YAML block sequences",
-            format!("{}x\n", "- ".repeat(100_000)).into_bytes(),
-        ),
-    ] {
-        let err = refused(&mesh, &input);
-        assert_eq!(
-            limit_of(&err),
-            Some(("nesting depth", 64, 65)),
-            "{name}: {err}"
-        );
-        assert!(
-            err.to_string().starts_with("nested at least 65"),
+                .starts_with(&format!("{at}nested at least 65")),
             "{name}: {err}"
         );
     }
