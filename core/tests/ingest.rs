@@ -547,7 +547,26 @@ fn unreadable_input_is_rejected_naming_the_document() {
 }
 
 #[test]
+fn json_that_is_not_utf8_is_refused_where_it_breaks() {
+    // Bytes that are not UTF-8 are refused with where they are; a name that
+    // is UTF-8 but not a DNS label is refused by validation, not by the
+    // reader.
+    let mut input = br#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "w"#.to_vec();
+    input.push(0xFF);
+    input.extend_from_slice(br#"b"}, "spec": {"ports": [{"port": 80}]}}"#);
+    assert_eq!(
+        parse_err(&input),
+        "document 1: invalid unicode code point at line 1 column 64"
+    );
+    let accented = r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "wéb"}, "spec": {"ports": [{"port": 80}]}}"#;
+    assert!(
+        parse_err(accented.as_bytes()).contains("metadata.name"),
+        "{}",
+        parse_err(accented.as_bytes())
+    );
+}
 
+#[test]
 fn a_byte_order_mark_before_yaml_is_ignored() {
     // YAML 1.2 §5.2 allows a BOM at the start of a stream; Windows editors write one.
     let yaml = "\u{feff}apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{port: 80}]\n";
