@@ -119,11 +119,12 @@ fn keys() -> Vec<Vec<u8>> {
 
 // === pobox's hash, for the `maglev` crate ===
 
-/// A copy of pobox's table and key hash (core/src/policy.rs `stable_hash`
-/// and its steps, verbatim), because pobox does not export it: eight bytes
-/// per multiply, the last 1 to 7 bytes as one zero-padded word, then the
-/// length and murmur3's `fmix64`. `main` checks it against the values
-/// core/src/policy.rs pins (`stable_hash_is_pinned`) before measuring.
+/// A copy of pobox's table and key hash (core/src/policy.rs `stable_hash`,
+/// as its documentation defines it; pobox's own reads the words faster),
+/// because pobox does not export it: eight bytes per multiply, the last 1
+/// to 7 bytes as one zero-padded word, then the length and murmur3's
+/// `fmix64`. `main` checks it against the values core/src/policy.rs pins
+/// (`stable_hash_is_pinned`) before measuring.
 fn stable_hash(bytes: &[u8], seed: u64) -> u64 {
     let mut chunks = bytes.chunks_exact(8);
     let mut h = hash_words(hash_start(seed), &mut chunks);
