@@ -12,7 +12,14 @@ use serde_json::{json, Value};
 const VIP: &str = "10.96.0.10:80";
 
 fn objects(annotations: Value, endpoints: usize) -> Value {
-    let eps: Vec<Value> = (1..=endpoints)
+    let all: Vec<u8> = (1..=endpoints as u8).collect();
+    objects_at(annotations, &all)
+}
+
+/// The objects with endpoints at `10.1.0.<i>` for each `i` given.
+fn objects_at(annotations: Value, endpoints: &[u8]) -> Value {
+    let eps: Vec<Value> = endpoints
+        .iter()
         .map(|i| json!({"addresses": [format!("10.1.0.{i}")]}))
         .collect();
     json!({"apiVersion": "v1", "kind": "List", "items": [
@@ -294,6 +301,50 @@ fn ejections_survive_updates_for_endpoints_that_stay() {
     let counts = picks(&mesh, 40);
     assert!(!counts.contains_key(&ep(1)), "{counts:?}");
     assert!(counts.contains_key(&ep(4)));
+}
+
+/// Each endpoint's state is found again by its address, not its place:
+/// endpoints leave before and after the ones that stay, and others join
+/// between them, so every one that stays moves in the port's list.
+#[test]
+fn state_follows_endpoints_whose_places_change() {
+    let mut annotations = outlier(1, 50, 0);
+    annotations["pobox.io/lb-policy"] = json!("least-request");
+    let apply = |mesh: &Mesh, endpoints: &[u8]| {
+        let doc = objects_at(annotations.clone(), endpoints);
+        mesh.apply(&serde_json::to_vec(&doc).unwrap()).unwrap();
+    };
+    let clock = Arc::new(ManualClock::new());
+    let mesh = Mesh::with_clock(MeshConfig::new(), clock).unwrap();
+    apply(&mesh, &[1, 3, 5, 7, 9]);
+    reseed_thread_rng(7);
+    // Requests in flight on 5 (two or more) and 7 (one or more).
+    let mut held = Vec::new();
+    while held
+        .iter()
+        .filter(|r: &&pobox::Request| r.addr() == ep(5))
+        .count()
+        < 2
+        || !held.iter().any(|r: &pobox::Request| r.addr() == ep(7))
+    {
+        held.push(mesh.begin(&dest(), &Client::new()).unwrap());
+        assert!(held.len() < 1000, "least-request reaches every endpoint");
+    }
+    held.retain(|r| [ep(5), ep(7)].contains(&r.addr()));
+    let on = |i: u8| held.iter().filter(|r| r.addr() == ep(i)).count() as u32;
+    let (five, seven) = (on(5), on(7));
+    mesh.report(&dest(), ep(9), Outcome::Failure).unwrap();
+
+    apply(&mesh, &[2, 4, 5, 6, 7, 8, 9]);
+    assert_eq!((in_flight(&mesh, 5), in_flight(&mesh, 7)), (five, seven));
+    for i in [2, 4, 6, 8] {
+        assert_eq!(in_flight(&mesh, i), 0, "10.1.0.{i} joined with no count");
+    }
+    let counts = picks(&mesh, 200);
+    assert!(!counts.contains_key(&ep(9)), "9 stays ejected: {counts:?}");
+    assert!(counts.contains_key(&ep(8)), "8 joined healthy: {counts:?}");
+    drop(held);
+    assert_eq!((in_flight(&mesh, 5), in_flight(&mesh, 7)), (0, 0));
 }
 
 #[test]
