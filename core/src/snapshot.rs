@@ -270,9 +270,9 @@ impl PortEntry {
 
     /// The position in `endpoints` of the endpoint at `addr`.
     fn position(&self, addr: SocketAddr) -> Option<usize> {
-        let key = (addr.ip(), addr.port());
+        let key = endpoint_order(addr.ip(), addr.port());
         self.endpoints
-            .binary_search_by(|e| (e.ip, e.port).cmp(&key))
+            .binary_search_by_key(&key, |e| endpoint_order(e.ip, e.port))
             .ok()
     }
 
