@@ -1469,8 +1469,7 @@ mod tests {
         }
         let bytes: Vec<u8> = (0..48u8).map(|i| i.wrapping_mul(151) ^ 0xa5).collect();
         for len in 0..=bytes.len() {
-            // At the slice's start and past it, so that the tail's read
-            // back from the end never reaches bytes before the key.
+            // Each length over two runs of bytes, from two offsets.
             for from in [0, 3] {
                 let key = &bytes[from..(from + len).min(bytes.len())];
                 for seed in [0, 2] {
