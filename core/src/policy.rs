@@ -139,7 +139,7 @@ pub(crate) fn stable_hash(bytes: &[u8], seed: u64) -> u64 {
         )
     };
     let mut h = hash_start(seed);
-    if len > 8 {
+    if len >= 8 {
         // Whole words off the front (at most one for the keys of 9 to 16
         // bytes most picks hash: an IPv6 address, a short header value),
         // then the last 1 to 8 bytes: the word that ends the slice,
@@ -153,8 +153,6 @@ pub(crate) fn stable_hash(bytes: &[u8], seed: u64) -> u64 {
             at += 8;
         }
         h = hash_word(h, word(len - 8) >> (8 * (8 - (len - at))));
-    } else if len == 8 {
-        h = hash_word(h, word(0));
     } else if len > 0 {
         h = hash_word(h, tail_word(bytes));
     }
