@@ -121,7 +121,6 @@ pub fn parse_with_limits(input: &[u8], limits: &Limits) -> Result<Parsed, Error>
                 // but report the JSON error if YAML fails as well.
                 #[cfg(feature = "yaml")]
                 {
-                    check_nesting(input, limits)?;
                     let mut retry = Parsed {
                         max_objects: limits.objects_limit(),
                         max_endpoints: limits.endpoints_limit(),
@@ -147,10 +146,7 @@ pub fn parse_with_limits(input: &[u8], limits: &Limits) -> Result<Parsed, Error>
         }
     }
     #[cfg(feature = "yaml")]
-    {
-        check_nesting(input, limits)?;
-        parse_yaml(input, limits, &mut parsed)?;
-    }
+    parse_yaml(input, limits, &mut parsed)?;
     Ok(parsed)
 }
 
@@ -266,6 +262,7 @@ impl std::fmt::Debug for Parsed {
 
 #[cfg(feature = "yaml")]
 fn parse_yaml(input: &[u8], limits: &Limits, parsed: &mut Parsed) -> Result<(), Error> {
+    check_nesting(input, limits)?;
     let mut values = Vec::new();
     // One budget for the whole input: `max_values` bounds the input, not
     // each document.
